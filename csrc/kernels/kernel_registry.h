@@ -1,0 +1,22 @@
+// Constructors of the kernel variants. Each ISA file defines its own and is
+// compiled only for targets where it applies (see dispatch.cpp).
+#pragma once
+
+#include <memory>
+
+#include "sparse_core.h"
+
+namespace tsb {
+
+std::unique_ptr<KernelPlan> make_reference_plan(const BcsrMatrix& m);
+
+#if defined(__x86_64__) || defined(_M_X64)
+std::unique_ptr<KernelPlan> make_avx2_plan(const BcsrMatrix& m);
+#endif
+
+#if defined(__aarch64__)
+std::unique_ptr<KernelPlan> make_neon_plan(const BcsrMatrix& m);
+std::unique_ptr<KernelPlan> make_neondot_plan(const BcsrMatrix& m);
+#endif
+
+}  // namespace tsb

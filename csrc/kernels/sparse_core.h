@@ -1,0 +1,169 @@
+// Kernel core of torch_sparse_backend: block-sparse int8 linear on raw pointers.
+//
+// Nothing in csrc/kernels includes a torch header. The op layer (csrc/ops.cpp)
+// turns tensors into pointers, checks every input, and calls into this core;
+// the standalone drivers in test/native compile the same files without torch,
+// for x86 and, cross-compiled, for aarch64 under emulation.
+//
+// Numerics (every kernel variant must be bit-identical to the reference):
+//   acc[m][n]  = sum_k (x[m][k] - x_zp) * w[n][k]                 exact int32
+//   static:    v = (float(acc) + bias_scaled[n]) * requant_scale[n]
+//              y = clamp(rint_half_even(v) + y_zp, qmin, qmax)      (uint8)
+//              where requant_scale[n] = float(x_scale) * float(w_scale[n]) / float(y_scale)
+//              and   bias_scaled[n]   = bias[n] / (float(x_scale) * float(w_scale[n]))
+//              (the requantization of torch's dense quantized::linear under fbgemm);
+//              v is clamped to [qmin - y_zp, qmax - y_zp] before rounding.
+//   dynamic:   y = float(acc) * dequant_scale[n] + bias[n], then max(y, 0) with ReLU
+//              (a multiply then an add, each rounded to float: never a fused FMA).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tsb {
+
+// Largest K for which the int32 accumulator is exact for any inputs:
+// |x - x_zp| <= 255 and |w| <= 128, so K * 255 * 128 must stay below 2^31.
+constexpr int64_t kMaxInFeatures = 65793;
+
+// Block sizes accepted along either axis.
+inline bool is_supported_block_size(int64_t b) {
+  return b == 1 || b == 2 || b == 4 || b == 8 || b == 16;
+}
+
+// Canonical block-compressed-sparse-row weight. This is the ISA-independent
+// form: it is what is serialized, what unpack reads back, and what every
+// kernel variant builds its own layout from.
+//
+// The weight is N x K (out_features x in_features), int8, split into rb x cb
+// blocks; N and K are padded up to multiples of rb and cb with zeros. Block row
+// r (output channels r*rb .. r*rb+rb-1) holds the blocks
+// row_ptr[r] .. row_ptr[r+1]-1; block j covers input columns
+// col_idx[j]*cb .. col_idx[j]*cb+cb-1 and its values are
+// values[j*rb*cb .. (j+1)*rb*cb-1], row-major within the block.
+struct BcsrMatrix {
+  int64_t N = 0;
+  int64_t K = 0;
+  int64_t rb = 1;
+  int64_t cb = 1;
+  std::vector<int32_t> row_ptr;  // block_rows() + 1 entries
+  std::vector<int32_t> col_idx;  // one per stored block, strictly increasing per row
+  std::vector<int8_t> values;    // rb * cb per stored block
+
+  int64_t block_rows() const { return (N + rb - 1) / rb; }
+  int64_t block_cols() const { return (K + cb - 1) / cb; }
+  int64_t padded_n() const { return block_rows() * rb; }
+  int64_t padded_k() const { return block_cols() * cb; }
+  int64_t num_blocks() const { return static_cast<int64_t>(col_idx.size()); }
+};
+
+// Packs a dense row-major N x K int8 weight. A block is stored if any of its
+// values is nonzero. Sizes and block shape must already be valid
+// (check_shape returns "").
+BcsrMatrix pack_bcsr(const int8_t* w, int64_t N, int64_t K, int64_t rb, int64_t cb);
+
+// Writes the dense N x K weight that `m` represents into `w`.
+void unpack_bcsr(const BcsrMatrix& m, int8_t* w);
+
+// "" when (N, K, rb, cb) can be packed, otherwise a message naming the problem.
+std::string check_shape(int64_t N, int64_t K, int64_t rb, int64_t cb);
+
+// Full structural validation of a matrix that came from outside (a file):
+// sizes, block shape, row_ptr monotone and consistent, column indices in range
+// and strictly increasing, value count, and zeros in the padding. "" when valid.
+std::string validate_bcsr(const BcsrMatrix& m);
+
+// Per-output-channel sums of the weight, used to remove the activation zero point:
+// sum_k (x[k] - x_zp) * w[k] = sum_k x[k] * w[k] - x_zp * row_sum.
+std::vector<int32_t> row_sums(const BcsrMatrix& m);
+
+// The reference activation quantization (see KernelPlan::quantize_activations).
+void quantize_activations_reference(const float* x, int64_t n, float inv_scale, int32_t zp,
+                                    uint8_t* q);
+
+struct StaticArgs {
+  const uint8_t* x = nullptr;  // M rows, row stride ldx; padded_k() columns readable
+  int64_t ldx = 0;
+  int32_t x_zero_point = 0;
+  uint8_t* y = nullptr;  // M rows, row stride ldy; N columns written
+  int64_t ldy = 0;
+  const float* requant_scale = nullptr;  // [padded_n()]
+  const float* bias_scaled = nullptr;    // [padded_n()]
+  int32_t y_zero_point = 0;
+  int32_t qmin = 0;
+  int32_t qmax = 255;
+};
+
+struct DynamicArgs {
+  const uint8_t* x = nullptr;  // as StaticArgs::x
+  int64_t ldx = 0;
+  int32_t x_zero_point = 0;
+  float* y = nullptr;
+  int64_t ldy = 0;
+  const float* dequant_scale = nullptr;  // [padded_n()]
+  const float* bias = nullptr;           // [padded_n()], zeros when the layer has none
+  bool relu = false;
+};
+
+// A kernel variant's prepared weight. Immutable after construction, so one
+// plan may run from many threads at once. Work is split into "tiles": groups
+// of output channels that the variant computes together; run_* computes
+// rows [m_begin, m_end) of the output for tiles [t_begin, t_end).
+class KernelPlan {
+ public:
+  virtual ~KernelPlan() = default;
+  virtual const char* name() const = 0;
+  virtual int64_t num_tiles() const = 0;
+  // Bytes of packed weight data this plan holds (indices, values, row sums).
+  virtual size_t packed_bytes() const = 0;
+  virtual void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end,
+                          int64_t t_begin, int64_t t_end) const = 0;
+  virtual void run_dynamic(const DynamicArgs& a, int64_t m_begin, int64_t m_end,
+                           int64_t t_begin, int64_t t_end) const = 0;
+  // Activation quantization of the dynamic op, with this variant's vector unit:
+  // q[i] = clamp(nearbyint(x[i] * inv_scale) + zp, 0, 255), x finite.
+  virtual void quantize_activations(const float* x, int64_t n, float inv_scale, int32_t zp,
+                                    uint8_t* q) const {
+    quantize_activations_reference(x, n, inv_scale, zp, q);
+  }
+};
+
+// CPU features that select a kernel variant.
+struct CpuFeatures {
+  bool avx2 = false;
+  bool avx512bw = false;
+  bool avx512vnni = false;
+  bool neon = false;
+  bool neon_dot = false;
+};
+
+// Features of the running CPU, detected without torch (the op layer prefers
+// ATen's detection and passes its result to select_variant).
+CpuFeatures detect_cpu_features();
+
+// Variants compiled into this build, best first, ending with "reference".
+const std::vector<std::string>& compiled_variants();
+
+// True when `variant` is compiled in and the CPU described by `f` can run it.
+bool can_run(const std::string& variant, const CpuFeatures& f);
+
+// The best variant for `f`, or `forced` when it is not empty ("" -> best).
+// Returns "" with *error set when `forced` is unknown or cannot run here.
+std::string select_variant(const CpuFeatures& f, const std::string& forced,
+                           std::string* error);
+
+// Builds `variant`'s plan for `m` (validated). Throws std::invalid_argument
+// for an unknown variant.
+std::unique_ptr<KernelPlan> make_plan(const BcsrMatrix& m, const std::string& variant);
+
+// Requantization of one static output value (the reference epilogue).
+inline uint8_t requantize_fbgemm_compatible(int32_t acc, float bias_scaled,
+                                            float requant_scale, int32_t y_zp,
+                                            int32_t qmin, int32_t qmax);
+
+}  // namespace tsb
+
+#include "requantize.h"

@@ -1,0 +1,217 @@
+// Standalone test of the kernel core (no torch): every kernel variant this CPU
+// can run must be bit-identical to the reference kernel, for every block shape,
+// both modes, random and extreme inputs, odd sizes, any split of the work.
+//
+// Build and run (x86):     test/native/run.sh
+// Cross (aarch64, qemu):   test/native/run.sh --arm
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../csrc/kernels/sparse_core.h"
+
+namespace {
+
+int g_failures = 0;
+int g_checks = 0;
+
+struct Case {
+  int64_t M, N, K, rb, cb;
+  double density;
+  int mode;  // 0 random, 1 extreme (255 activations, +-127/-128 weights), 2 random extremes
+  bool relu;
+  bool per_channel;
+};
+
+std::vector<int8_t> make_weight(std::mt19937& g, const Case& c) {
+  std::vector<int8_t> w(c.N * c.K, 0);
+  std::uniform_real_distribution<double> u(0, 1);
+  std::uniform_int_distribution<int> val(-128, 127);
+  const int64_t nbr = (c.N + c.rb - 1) / c.rb, nbc = (c.K + c.cb - 1) / c.cb;
+  for (int64_t br = 0; br < nbr; ++br) {
+    for (int64_t bc = 0; bc < nbc; ++bc) {
+      if (u(g) >= c.density) continue;
+      for (int64_t r = 0; r < c.rb; ++r) {
+        for (int64_t cc = 0; cc < c.cb; ++cc) {
+          const int64_t n = br * c.rb + r, k = bc * c.cb + cc;
+          if (n >= c.N || k >= c.K) continue;
+          int v = val(g);
+          if (c.mode == 1) v = (n + k) % 3 == 0 ? -128 : ((n + k) % 3 == 1 ? 127 : -127);
+          if (c.mode == 2) v = (val(g) & 1) ? 127 : -128;
+          w[n * c.K + k] = static_cast<int8_t>(v);
+        }
+      }
+    }
+  }
+  return w;
+}
+
+template <typename T>
+int64_t count_diff(const std::vector<T>& a, const std::vector<T>& b) {
+  int64_t d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
+  return d;
+}
+
+void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& variants) {
+  const std::vector<int8_t> w = make_weight(g, c);
+  const tsb::BcsrMatrix bm = tsb::pack_bcsr(w.data(), c.N, c.K, c.rb, c.cb);
+  if (!tsb::validate_bcsr(bm).empty()) {
+    std::printf("FAIL pack produced an invalid matrix: %s\n", tsb::validate_bcsr(bm).c_str());
+    ++g_failures;
+    return;
+  }
+  std::vector<int8_t> back(c.N * c.K);
+  tsb::unpack_bcsr(bm, back.data());
+  ++g_checks;
+  if (back != w) {
+    std::printf("FAIL unpack(pack(w)) != w for N=%lld K=%lld %lldx%lld\n", (long long)c.N,
+                (long long)c.K, (long long)c.rb, (long long)c.cb);
+    ++g_failures;
+  }
+
+  const int64_t Kp = bm.padded_k(), Np = bm.padded_n();
+  const int64_t ldx = Kp + 3;  // a row stride larger than the row
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::vector<uint8_t> x(std::max<int64_t>(c.M, 1) * ldx);
+  for (auto& v : x) v = static_cast<uint8_t>(c.mode == 1 ? 255 : (c.mode == 2 ? (byte(g) & 1) * 255 : byte(g)));
+  const int32_t x_zp = c.mode == 1 ? 0 : byte(g);
+
+  std::uniform_real_distribution<float> scale(0.5f, 2.0f), bias(-3000.f, 3000.f);
+  std::vector<float> rq(Np), bs(Np), dq(Np), b(Np);
+  const float common = scale(g) * 1e-3f;
+  for (int64_t n = 0; n < Np; ++n) {
+    rq[n] = c.per_channel ? scale(g) * 1e-3f : common;
+    bs[n] = bias(g);
+    dq[n] = rq[n] * 0.37f;
+    b[n] = bs[n] * 1e-3f;
+  }
+  tsb::StaticArgs sa;
+  sa.x = x.data();
+  sa.ldx = ldx;
+  sa.x_zero_point = x_zp;
+  sa.ldy = c.N + 1;
+  sa.requant_scale = rq.data();
+  sa.bias_scaled = bs.data();
+  sa.y_zero_point = byte(g);
+  sa.qmin = c.relu ? sa.y_zero_point : 0;
+  sa.qmax = 255;
+  tsb::DynamicArgs da;
+  da.x = x.data();
+  da.ldx = ldx;
+  da.x_zero_point = x_zp;
+  da.ldy = c.N + 2;
+  da.dequant_scale = dq.data();
+  da.bias = b.data();
+  da.relu = c.relu;
+
+  const size_t ys = std::max<int64_t>(c.M, 1) * sa.ldy, yd = std::max<int64_t>(c.M, 1) * da.ldy;
+  std::vector<uint8_t> ref_s(ys, 7);
+  std::vector<float> ref_d(yd, 7.f);
+  auto ref = tsb::make_plan(bm, "reference");
+  sa.y = ref_s.data();
+  da.y = ref_d.data();
+  ref->run_static(sa, 0, c.M, 0, ref->num_tiles());
+  ref->run_dynamic(da, 0, c.M, 0, ref->num_tiles());
+
+  for (const auto& name : variants) {
+    auto plan = tsb::make_plan(bm, name);
+    const int64_t T = plan->num_tiles();
+    // Whole range, then the same work split into uneven pieces (as threads do).
+    for (int split = 0; split < 2; ++split) {
+      std::vector<uint8_t> out_s(ys, 7);
+      std::vector<float> out_d(yd, 7.f);
+      sa.y = out_s.data();
+      da.y = out_d.data();
+      if (split == 0) {
+        plan->run_static(sa, 0, c.M, 0, T);
+        plan->run_dynamic(da, 0, c.M, 0, T);
+      } else {
+        const int64_t mh = c.M / 2, th = T / 3;
+        for (auto [m0, m1] : {std::pair<int64_t, int64_t>{0, mh}, {mh, c.M}}) {
+          for (auto [t0, t1] : {std::pair<int64_t, int64_t>{0, th}, {th, T}}) {
+            plan->run_static(sa, m0, m1, t0, t1);
+            plan->run_dynamic(da, m0, m1, t0, t1);
+          }
+        }
+      }
+      g_checks += 2;
+      const int64_t ds = count_diff(out_s, ref_s), dd = count_diff(out_d, ref_d);
+      if (ds || dd) {
+        ++g_failures;
+        std::printf(
+            "FAIL %s split=%d M=%lld N=%lld K=%lld block=%lldx%lld density=%.2f mode=%d relu=%d"
+            " per_channel=%d: %lld static and %lld dynamic outputs differ\n",
+            name.c_str(), split, (long long)c.M, (long long)c.N, (long long)c.K,
+            (long long)c.rb, (long long)c.cb, c.density, c.mode, c.relu, c.per_channel,
+            (long long)ds, (long long)dd);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const tsb::CpuFeatures f = tsb::detect_cpu_features();
+  std::vector<std::string> variants;
+  for (const auto& v : tsb::compiled_variants()) {
+    if (v != "reference" && tsb::can_run(v, f)) variants.push_back(v);
+  }
+  std::string skipped;
+  for (const auto& v : tsb::compiled_variants()) {
+    if (v != "reference" && !tsb::can_run(v, f)) skipped += " " + v;
+  }
+  std::printf("variants under test:");
+  for (const auto& v : variants) std::printf(" %s", v.c_str());
+  std::printf("\nvariants this CPU cannot run:%s\n", skipped.empty() ? " none" : skipped.c_str());
+  if (argc > 1 && std::string(argv[1]) == "--require") {
+    // Every name after --require must be among the variants under test.
+    for (int i = 2; i < argc; ++i) {
+      bool found = false;
+      for (const auto& v : variants) found |= v == argv[i];
+      if (!found) {
+        std::printf("FAIL required variant %s is not runnable here\n", argv[i]);
+        ++g_failures;
+      }
+    }
+  }
+
+  std::mt19937 g(1234);
+  const int64_t blocks[] = {1, 2, 4, 8, 16};
+  const int64_t Ms[] = {0, 1, 2, 3, 5, 8, 17};
+  const int64_t Ns[] = {1, 7, 16, 33, 64};
+  const int64_t Ks[] = {1, 5, 16, 31, 64, 130};
+  int i = 0;
+  for (int64_t rb : blocks) {
+    for (int64_t cb : blocks) {
+      for (int64_t N : Ns) {
+        for (int64_t K : Ks) {
+          ++i;
+          Case c{Ms[i % 7], N, K, rb, cb, (i % 5) * 0.25, i % 3, (i % 2) == 0, (i % 4) < 2};
+          run_case(g, c, variants);
+        }
+      }
+    }
+  }
+  // Larger shapes around the fast paths' tile sizes.
+  for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {8, 1}, {4, 4}, {1, 8}, {16, 1},
+                        {1, 1}, {2, 2}, {1, 16}}) {
+    for (int64_t M : {1, 4, 16, 33}) {
+      for (int mode = 0; mode < 3; ++mode) {
+        run_case(g, Case{M, 136, 520, rb, cb, 0.3, mode, mode == 1, mode != 2}, variants);
+      }
+      run_case(g, Case{M, 97, 260, rb, cb, 1.0, 0, false, true}, variants);
+    }
+  }
+  // The largest K with exact int32 accumulation, at full range.
+  run_case(g, Case{2, 9, tsb::kMaxInFeatures, 1, 4, 1.0, 1, false, false}, variants);
+  run_case(g, Case{3, 16, tsb::kMaxInFeatures, 8, 1, 1.0, 2, true, true}, variants);
+
+  std::printf("%d checks, %d failures\n", g_checks, g_failures);
+  std::printf("%d passed, %d failed\n", g_checks - g_failures, g_failures);
+  return g_failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds and runs the torch-free kernel test.
+#   test/native/run.sh                     native build, every variant this CPU runs
+#   test/native/run.sh --arm               aarch64 cross build, run under qemu-aarch64
+#                                          with a CPU without (cortex-a53) and with (max)
+#                                          the dot-product extension
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+src=("$here/kernel_test.cpp" "$here"/../../csrc/kernels/*.cpp)
+out=${TMPDIR:-/tmp}/tsb_native_test
+mkdir -p "$out"
+flags=(-std=c++17 -O2 -ffp-contract=off -Wall -Wextra -Werror)
+if [[ "${1:-}" == "--arm" ]]; then
+  aarch64-linux-gnu-g++ "${flags[@]}" -static "${src[@]}" -o "$out/kernel_test_arm"
+  echo "== qemu-aarch64 -cpu cortex-a53 (NEON, no dot-product)"
+  qemu-aarch64 -cpu cortex-a53 "$out/kernel_test_arm" --require neon
+  echo "== qemu-aarch64 -cpu max (NEON with dot-product)"
+  qemu-aarch64 -cpu max "$out/kernel_test_arm" --require neon neondot
+else
+  g++ "${flags[@]}" -march=x86-64 "${src[@]}" -o "$out/kernel_test"
+  "$out/kernel_test" "${@}"
+fi
