@@ -1,0 +1,287 @@
+// Operator layer: schemas, the TorchScript class, input checks, threading.
+// Tensors become raw pointers here; the kernel core never sees torch.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/quantized/cpu/QuantUtils.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "packed_params.h"
+
+namespace tsb {
+namespace {
+
+using Packed = c10::intrusive_ptr<SparseLinearPackedParams>;
+
+// Output channels' tiles are split across threads. Below this many
+// multiply-adds one thread does the whole product.
+constexpr int64_t kMinParallelWork = int64_t{1} << 15;
+
+void check_input_rank(const at::Tensor& X, const SparseLinearPackedParams& p, const char* op) {
+  TORCH_CHECK_VALUE(X.device().is_cpu(), op, ": input must be on the CPU, got ", X.device());
+  TORCH_CHECK_VALUE(X.dim() >= 1, op, ": input must have at least one dimension");
+  TORCH_CHECK_VALUE(X.size(-1) == p.in_features(), op, ": input has ", X.size(-1),
+                    " features in its last dimension but the weight has in_features=",
+                    p.in_features());
+}
+
+std::vector<int64_t> output_sizes(const at::Tensor& X, int64_t N) {
+  std::vector<int64_t> s(X.sizes().begin(), X.sizes().end());
+  s.back() = N;
+  return s;
+}
+
+// Rows of `x` (M x K, contiguous) with the row stride the kernels read:
+// padded_k() columns. Copies only when K is not a multiple of the block width;
+// the padding columns meet zero weights, their value is `fill`.
+at::Tensor padded_rows(const at::Tensor& x, int64_t M, int64_t K, int64_t Kp, uint8_t fill) {
+  at::Tensor out = at::empty({M, Kp}, at::kByte);
+  const uint8_t* src = static_cast<const uint8_t*>(x.data_ptr());
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  for (int64_t m = 0; m < M; ++m) {
+    std::memcpy(dst + m * Kp, src + m * K, K);
+    std::memset(dst + m * Kp + K, fill, Kp - K);
+  }
+  return out;
+}
+
+template <typename Fn>
+void for_each_tile_range(const SparseLinearPackedParams& p, int64_t M, const Fn& fn) {
+  const KernelPlan& plan = p.plan();
+  const int64_t T = plan.num_tiles();
+  const BcsrMatrix& w = p.weight();
+  const int64_t work = w.num_blocks() * w.rb * w.cb * M;
+  const int64_t grain = work < kMinParallelWork ? T : 1;
+  at::parallel_for(0, T, grain, [&](int64_t t0, int64_t t1) { fn(plan, t0, t1); });
+}
+
+at::Tensor qlinear_static(const at::Tensor& X, const Packed& packed, double y_scale,
+                          int64_t y_zero_point, bool relu, const char* op) {
+  const SparseLinearPackedParams& p = *packed;
+  TORCH_CHECK_TYPE(X.is_quantized() && X.scalar_type() == at::kQUInt8, op,
+                   ": input must be a quantized tensor of dtype torch.quint8, got ",
+                   X.is_quantized() ? c10::toString(X.scalar_type())
+                                    : "an unquantized " +
+                                          std::string(c10::toString(X.scalar_type())) +
+                                          " tensor (use qlinear_dynamic for float input)");
+  TORCH_CHECK_VALUE(X.qscheme() == at::kPerTensorAffine, op,
+                    ": input must be quantized per tensor, got ", c10::toString(X.qscheme()));
+  check_input_rank(X, p, op);
+  TORCH_CHECK_VALUE(std::isfinite(y_scale) && y_scale > 0 &&
+                        static_cast<float>(y_scale) > 0 &&
+                        std::isfinite(static_cast<float>(y_scale)),
+                    op, ": output scale must be finite and positive, got ", y_scale);
+  TORCH_CHECK_VALUE(y_zero_point >= 0 && y_zero_point <= 255, op,
+                    ": output zero point must be in [0, 255] for quint8, got ", y_zero_point);
+  const double x_scale = X.q_scale();
+  const int64_t x_zp = X.q_zero_point();
+  TORCH_CHECK_VALUE(std::isfinite(x_scale) && x_scale > 0, op,
+                    ": input scale must be finite and positive, got ", x_scale);
+  TORCH_CHECK_VALUE(x_zp >= 0 && x_zp <= 255, op,
+                    ": input zero point must be in [0, 255], got ", x_zp);
+
+  const BcsrMatrix& w = p.weight();
+  const int64_t K = w.K, N = w.N, Kp = w.padded_k(), Np = w.padded_n();
+  const int64_t M = X.numel() / K;
+  at::Tensor Y = at::_empty_affine_quantized(output_sizes(X, N),
+                                             at::device(at::kCPU).dtype(at::kQUInt8), y_scale,
+                                             y_zero_point);
+  if (M == 0) return Y;
+
+  const float xs = static_cast<float>(x_scale), ys = static_cast<float>(y_scale);
+  std::vector<float> requant(Np), bias_scaled(Np);
+  const std::vector<float>& ws = p.weight_scales();
+  const std::vector<float>& b = p.bias_values();
+  for (int64_t n = 0; n < Np; ++n) {
+    const float act_times_w = xs * ws[n];
+    requant[n] = act_times_w / ys;
+    bias_scaled[n] = b[n] / act_times_w;
+    TORCH_CHECK_VALUE(std::isfinite(requant[n]) && requant[n] > 0 &&
+                          std::isfinite(bias_scaled[n]),
+                      op, ": input scale ", x_scale, " x weight scale ", ws[n],
+                      " / output scale ", y_scale, " is outside float32 range (output channel ",
+                      n, ")");
+  }
+
+  at::Tensor x = X.contiguous();
+  if (Kp != K) x = padded_rows(x, M, K, Kp, static_cast<uint8_t>(x_zp));
+  StaticArgs a;
+  a.x = static_cast<const uint8_t*>(x.data_ptr());
+  a.ldx = Kp;
+  a.x_zero_point = static_cast<int32_t>(x_zp);
+  a.y = reinterpret_cast<uint8_t*>(Y.data_ptr<c10::quint8>());
+  a.ldy = N;
+  a.requant_scale = requant.data();
+  a.bias_scaled = bias_scaled.data();
+  a.y_zero_point = static_cast<int32_t>(y_zero_point);
+  a.qmin = relu ? a.y_zero_point : 0;
+  a.qmax = 255;
+  for_each_tile_range(p, M, [&](const KernelPlan& plan, int64_t t0, int64_t t1) {
+    plan.run_static(a, 0, M, t0, t1);
+  });
+  return Y;
+}
+
+at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool relu,
+                                const char* op) {
+  const SparseLinearPackedParams& p = *packed;
+  TORCH_CHECK_TYPE(!X.is_quantized() && X.scalar_type() == at::kFloat, op,
+                   ": input must be a float32 tensor, got ",
+                   X.is_quantized() ? "a quantized " + std::string(c10::toString(X.scalar_type())) +
+                                          " tensor (use qlinear for quantized input)"
+                                    : c10::toString(X.scalar_type()));
+  check_input_rank(X, p, op);
+  const BcsrMatrix& w = p.weight();
+  const int64_t K = w.K, N = w.N, Kp = w.padded_k(), Np = w.padded_n();
+  const int64_t M = X.numel() / K;
+  at::Tensor Y = at::empty(output_sizes(X, N), at::kFloat);
+  if (M == 0) return Y;
+
+  const at::Tensor x = X.contiguous();
+  const auto [x_min_t, x_max_t] = at::aminmax(x);
+  const float x_min = x_min_t.item<float>(), x_max = x_max_t.item<float>();
+  TORCH_CHECK_VALUE(std::isfinite(x_min) && std::isfinite(x_max), op,
+                    ": input contains NaN or infinity; dynamic quantization needs finite "
+                    "values");
+  // Activation qparams exactly as torch's dense quantized::linear_dynamic
+  // with reduce_range=False.
+  const auto q = quant_utils::ChooseQuantizationParams(x_min, x_max, 0, 255,
+                                                       /*preserve_sparsity=*/false,
+                                                       /*force_scale_power_of_two=*/false,
+                                                       /*reduce_range=*/false);
+  const float xs = static_cast<float>(q.scale);
+  const int32_t x_zp = q.zero_point;
+
+  at::Tensor xq = at::empty({M, Kp}, at::kByte);
+  uint8_t* xq_ptr = xq.data_ptr<uint8_t>();
+  const float* xf = x.data_ptr<float>();
+  const KernelPlan& plan = p.plan();
+  const float inv_scale = 1.0f / xs;
+  at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      plan.quantize_activations(xf + m * K, K, inv_scale, x_zp, xq_ptr + m * Kp);
+      std::memset(xq_ptr + m * Kp + K, x_zp, Kp - K);
+    }
+  });
+
+  std::vector<float> dequant(Np);
+  const std::vector<float>& ws = p.weight_scales();
+  for (int64_t n = 0; n < Np; ++n) dequant[n] = xs * ws[n];
+
+  DynamicArgs a;
+  a.x = xq_ptr;
+  a.ldx = Kp;
+  a.x_zero_point = x_zp;
+  a.y = Y.data_ptr<float>();
+  a.ldy = N;
+  a.dequant_scale = dequant.data();
+  a.bias = p.bias_values().data();
+  a.relu = relu;
+  for_each_tile_range(p, M, [&](const KernelPlan& pl, int64_t t0, int64_t t1) {
+    pl.run_dynamic(a, 0, M, t0, t1);
+  });
+  return Y;
+}
+
+Packed qlinear_prepack(const at::Tensor& W, const std::optional<at::Tensor>& B,
+                       int64_t out_features_block_size, int64_t in_features_block_size) {
+  return SparseLinearPackedParams::prepack(W, B, out_features_block_size,
+                                           in_features_block_size);
+}
+
+std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>> qlinear_unpack(
+    const Packed& packed) {
+  return packed->unpack();
+}
+
+at::Tensor qlinear(const at::Tensor& X, const Packed& p, double y_scale, int64_t y_zp) {
+  return qlinear_static(X, p, y_scale, y_zp, false, "torch_sparse_backend::qlinear");
+}
+
+at::Tensor qlinear_relu(const at::Tensor& X, const Packed& p, double y_scale, int64_t y_zp) {
+  return qlinear_static(X, p, y_scale, y_zp, true, "torch_sparse_backend::qlinear_relu");
+}
+
+at::Tensor qlinear_dynamic(const at::Tensor& X, const Packed& p) {
+  return qlinear_dynamic_impl(X, p, false, "torch_sparse_backend::qlinear_dynamic");
+}
+
+at::Tensor qlinear_relu_dynamic(const at::Tensor& X, const Packed& p) {
+  return qlinear_dynamic_impl(X, p, true, "torch_sparse_backend::qlinear_relu_dynamic");
+}
+
+std::vector<std::string> cpu_feature_names() {
+  const CpuFeatures f = cpu_features();
+  std::vector<std::string> names;
+  if (f.avx2) names.emplace_back("avx2");
+  if (f.avx512bw) names.emplace_back("avx512bw");
+  if (f.avx512vnni) names.emplace_back("avx512vnni");
+  if (f.neon) names.emplace_back("neon");
+  if (f.neon_dot) names.emplace_back("neon_dot");
+  return names;
+}
+
+std::vector<std::string> runnable_kernels() {
+  std::vector<std::string> v;
+  for (const auto& name : compiled_variants()) {
+    if (can_run(name, cpu_features())) v.push_back(name);
+  }
+  return v;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(torch_sparse_backend, m) {
+  m.class_<SparseLinearPackedParams>("SparseLinearPackedParams")
+      .def_pickle(
+          [](const Packed& self) { return self->state(); },
+          [](SerializedState state) { return SparseLinearPackedParams::from_state(state); })
+      .def("kernel", [](const Packed& self) { return std::string(self->plan().name()); })
+      .def("out_features", [](const Packed& self) { return self->out_features(); })
+      .def("in_features", [](const Packed& self) { return self->in_features(); })
+      .def("block_shape",
+           [](const Packed& self) {
+             return std::vector<int64_t>{self->weight().rb, self->weight().cb};
+           })
+      .def("num_blocks", [](const Packed& self) { return self->weight().num_blocks(); })
+      .def("density",
+           [](const Packed& self) {
+             const BcsrMatrix& w = self->weight();
+             return static_cast<double>(w.num_blocks()) /
+                    static_cast<double>(w.block_rows() * w.block_cols());
+           })
+      .def("packed_bytes",
+           [](const Packed& self) { return static_cast<int64_t>(self->plan().packed_bytes()); });
+
+  // Schemas name the class by its TorchScript qualified name.
+  const std::string cls = "__torch__.torch.classes.torch_sparse_backend.SparseLinearPackedParams";
+  auto def = [&](const std::string& s) { m.def(torch::schema(s.c_str())); };
+  def("qlinear_prepack(Tensor W, Tensor? B, int out_features_block_size, "
+      "int in_features_block_size) -> " + cls);
+  def("qlinear(Tensor X, " + cls + " W_prepack, float Y_scale, int Y_zero_point) -> Tensor Y");
+  def("qlinear_relu(Tensor X, " + cls + " W_prepack, float Y_scale, int Y_zero_point) -> Tensor Y");
+  def("qlinear_dynamic(Tensor X, " + cls + " W_prepack) -> Tensor Y");
+  def("qlinear_relu_dynamic(Tensor X, " + cls + " W_prepack) -> Tensor Y");
+  m.def(torch::schema(("qlinear_unpack(" + cls +
+                       " W_prepack) -> (Tensor W_origin, Tensor? B_origin, int[] block_pattern)")
+                          .c_str()),
+        qlinear_unpack);
+  m.def(torch::schema(("_with_kernel(" + cls + " W_prepack, str kernel) -> " + cls).c_str()),
+        [](const Packed& p, const std::string& kernel) { return p->with_variant(kernel); });
+  m.def("_active_kernel() -> str", [] { return active_variant(); });
+  m.def("_runnable_kernels() -> str[]", runnable_kernels);
+  m.def("_compiled_kernels() -> str[]", [] { return compiled_variants(); });
+  m.def("_cpu_features() -> str[]", cpu_feature_names);
+}
+
+TORCH_LIBRARY_IMPL(torch_sparse_backend, CompositeExplicitAutograd, m) {
+  m.impl("qlinear_prepack", qlinear_prepack);
+  m.impl("qlinear", qlinear);
+  m.impl("qlinear_relu", qlinear_relu);
+  m.impl("qlinear_dynamic", qlinear_dynamic);
+  m.impl("qlinear_relu_dynamic", qlinear_relu_dynamic);
+}
+
+}  // namespace tsb

@@ -1,0 +1,72 @@
+// The prepacked weight of a sparse quantized linear layer, as a TorchScript
+// custom class: torch.classes.torch_sparse_backend.SparseLinearPackedParams.
+//
+// It keeps the canonical block-sparse weight (what is serialized and what
+// unpack gives back) and the plan of the kernel variant chosen for the running
+// CPU (rebuilt at load time, so a file saved on one machine runs on any other).
+// Immutable after construction: one instance may be used from many threads.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/custom_class.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kernels/sparse_core.h"
+
+namespace tsb {
+
+// Version 1 state: (version, [N, K, rb, cb, per_channel],
+//                   [scales float64, row_ptr int32, col_idx int32, values int8],
+//                   bias float32 or None)
+using SerializedState = std::tuple<int64_t, std::vector<int64_t>, std::vector<at::Tensor>,
+                                   std::optional<at::Tensor>>;
+constexpr int64_t kSerializationVersion = 1;
+
+struct SparseLinearPackedParams : torch::CustomClassHolder {
+  // Validates everything; throws c10::Error subclasses naming the problem.
+  // `variant` names the kernel variant to plan for ("" -> active_variant()).
+  SparseLinearPackedParams(BcsrMatrix weight, bool per_channel, std::vector<double> scales,
+                           std::optional<at::Tensor> bias, const std::string& variant = "");
+
+  static c10::intrusive_ptr<SparseLinearPackedParams> prepack(
+      const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+      int64_t out_features_block_size, int64_t in_features_block_size);
+  static c10::intrusive_ptr<SparseLinearPackedParams> from_state(SerializedState state);
+
+  SerializedState state() const;
+  // The same weight planned for another kernel variant (for tests and debugging).
+  c10::intrusive_ptr<SparseLinearPackedParams> with_variant(const std::string& variant) const;
+  // (weight qint8 [N, K], bias or None, [rb, cb]) exactly as given to prepack.
+  std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>> unpack() const;
+
+  int64_t out_features() const { return weight_.N; }
+  int64_t in_features() const { return weight_.K; }
+  const BcsrMatrix& weight() const { return weight_; }
+  const KernelPlan& plan() const { return *plan_; }
+  bool per_channel() const { return per_channel_; }
+  // float(w_scale[n]), padded to the block grid with 1.
+  const std::vector<float>& weight_scales() const { return w_scale_; }
+  // bias[n] or 0, padded to the block grid with 0.
+  const std::vector<float>& bias_values() const { return bias_; }
+
+ private:
+  BcsrMatrix weight_;
+  bool per_channel_;
+  std::vector<double> scales_;
+  std::optional<at::Tensor> bias_tensor_;
+  std::vector<float> w_scale_;
+  std::vector<float> bias_;
+  std::unique_ptr<const KernelPlan> plan_;
+};
+
+// The kernel variant new plans use: TORCH_SPARSE_BACKEND_KERNEL if set, else
+// the best one for this CPU (features from ATen's cpuinfo).
+const std::string& active_variant();
+CpuFeatures cpu_features();
+
+}  // namespace tsb

@@ -1,0 +1,31 @@
+"""Block-sparse int8 linear layers for torch.ao quantization on x86 and ARM CPUs.
+
+Importing the package builds the C++ kernels once (cached) and registers the
+ops ``torch.ops.torch_sparse_backend.{qlinear_prepack, qlinear_unpack, qlinear,
+qlinear_relu, qlinear_dynamic, qlinear_relu_dynamic}`` and the TorchScript class
+``torch.classes.torch_sparse_backend.SparseLinearPackedParams``.
+"""
+
+from ._extension import ExtensionBuildError
+from ._extension import load as _load
+
+_load()
+
+from . import nn  # noqa: E402
+from ._info import info  # noqa: E402
+from .mappings import (  # noqa: E402
+    SparseOrDense,
+    get_default_dynamic_sparse_quant_module_mappings,
+    get_default_static_sparse_quant_module_mappings,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExtensionBuildError",
+    "SparseOrDense",
+    "get_default_dynamic_sparse_quant_module_mappings",
+    "get_default_static_sparse_quant_module_mappings",
+    "info",
+    "nn",
+]

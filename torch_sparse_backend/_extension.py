@@ -1,0 +1,162 @@
+"""Builds (once) and loads the C++ extension that registers ``torch.ops.torch_sparse_backend``.
+
+The build is keyed by a fingerprint of every C++ source, the compiler flags, the
+compiler's identity, and the torch and Python versions; a cached build whose
+fingerprint matches is loaded directly, anything else is rebuilt with
+``torch.utils.cpp_extension`` and ninja.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["ExtensionBuildError", "load", "cache_dir", "source_dir", "library_path"]
+
+_NAME = "torch_sparse_backend_C"
+_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+_loaded_path: Path | None = None
+
+
+class ExtensionBuildError(RuntimeError):
+    """The C++ extension failed to compile or load."""
+
+
+def source_dir() -> Path:
+    """Directory holding the C++ sources: inside the installed package, or the checkout's csrc/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "csrc", here.parent / "csrc"):
+        if (candidate / "ops.cpp").is_file():
+            return candidate
+    raise ExtensionBuildError(
+        f"torch_sparse_backend: C++ sources not found next to {here} "
+        "(expected csrc/ops.cpp); reinstall the package"
+    )
+
+
+def _sources(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.cpp"))
+
+
+def _compiler_identity() -> str:
+    cxx = os.environ.get("CXX", "c++")
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+        return f"{cxx}: {out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"{cxx}: unavailable ({e})"
+
+
+def _extra_cflags() -> list[str]:
+    extra = os.environ.get("TORCH_SPARSE_BACKEND_CFLAGS", "").split()
+    return _CFLAGS + extra
+
+
+def _fingerprint(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.suffix in (".cpp", ".h") and p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    for item in (
+        " ".join(_extra_cflags()),
+        _compiler_identity(),
+        torch.__version__,
+        sys.version,
+        sysconfig.get_platform(),
+    ):
+        h.update(item.encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Root of the build cache (``TORCH_SPARSE_BACKEND_CACHE`` or ``~/.cache/torch_sparse_backend``)."""
+    env = os.environ.get("TORCH_SPARSE_BACKEND_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "torch_sparse_backend"
+
+
+def _build_dir(root: Path) -> Path:
+    return cache_dir() / _fingerprint(root)
+
+
+def library_path() -> Path:
+    """Path of the shared library for the current sources, built or not."""
+    return _build_dir(source_dir()) / f"{_NAME}.so"
+
+
+def load(verbose: bool | None = None) -> Path:
+    """Loads the extension, building it first if no matching build is cached."""
+    global _loaded_path
+    if _loaded_path is not None:
+        return _loaded_path
+    root = source_dir()
+    build = _build_dir(root)
+    lib = build / f"{_NAME}.so"
+    if verbose is None:
+        verbose = os.environ.get("TORCH_SPARSE_BACKEND_VERBOSE", "") not in ("", "0")
+    if not lib.is_file():
+        if shutil.which("ninja") is None and not _ninja_module_available():
+            raise ExtensionBuildError(
+                "torch_sparse_backend: building the C++ kernels needs ninja; "
+                "install it with `pip install ninja`"
+            )
+        print(
+            "torch_sparse_backend: building the C++ kernels (one time; about 2-4 minutes on "
+            f"2 cores) into {build}",
+            file=sys.stderr,
+            flush=True,
+        )
+        start = time.monotonic()
+        build.mkdir(parents=True, exist_ok=True)
+        try:
+            from torch.utils import cpp_extension
+
+            cpp_extension.load(
+                name=_NAME,
+                sources=[str(p) for p in _sources(root)],
+                extra_cflags=_extra_cflags(),
+                extra_include_paths=[str(root)],
+                build_directory=str(build),
+                is_python_module=False,
+                verbose=verbose,
+            )
+        except Exception as e:  # the compiler's output is in the chained exception
+            raise ExtensionBuildError(
+                "torch_sparse_backend: building the C++ extension failed. The compiler "
+                f"output is above and in the exception chain; build files are in {build}. "
+                "Rerun with TORCH_SPARSE_BACKEND_VERBOSE=1 for the full commands."
+            ) from e
+        print(
+            f"torch_sparse_backend: build finished in {time.monotonic() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:
+        try:
+            torch.ops.load_library(str(lib))
+        except OSError as e:
+            raise ExtensionBuildError(
+                f"torch_sparse_backend: cannot load {lib}: {e}. Delete {build} to rebuild."
+            ) from e
+    _loaded_path = lib
+    return lib
+
+
+def _ninja_module_available() -> bool:
+    try:
+        import ninja  # noqa: F401
+    except ImportError:
+        return False
+    return True

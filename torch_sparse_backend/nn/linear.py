@@ -1,0 +1,131 @@
+"""Static sparse quantized Linear: quint8 in, quint8 out."""
+
+from __future__ import annotations
+
+import torch
+import torch.ao.nn.intrinsic as nni
+
+from ._base import SparseLinearBase, block_shape_of, quantize_float_weight
+
+__all__ = ["Linear", "LinearReLU"]
+
+_OPS = torch.ops.torch_sparse_backend
+
+
+class Linear(SparseLinearBase):
+    r"""A block-sparse quantized linear layer with quantized input and output.
+
+    Mirrors :class:`torch.ao.nn.sparse.quantized.Linear` and runs
+    ``torch.ops.torch_sparse_backend.qlinear`` on any quantized engine.
+
+    Attributes:
+        scale, zero_point: quantization parameters of the output.
+    """
+
+    _FLOAT_MODULE = torch.nn.Linear
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        row_block_size: int,
+        col_block_size: int,
+        bias: bool = True,
+        dtype: torch.dtype = torch.qint8,
+    ) -> None:
+        super().__init__(in_features, out_features, row_block_size, col_block_size, bias, dtype)
+        self.scale = 1.0
+        self.zero_point = 0
+
+    def _get_name(self) -> str:
+        return "SparseQuantizedLinear"
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, scale={self.scale}, zero_point={self.zero_point}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _OPS.qlinear(x, self._packed_params, self.scale, self.zero_point)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "scale"] = torch.tensor(self.scale)
+        destination[prefix + "zero_point"] = torch.tensor(self.zero_point)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        for key in ("scale", "zero_point"):
+            if prefix + key in state_dict:
+                value = state_dict.pop(prefix + key)
+                setattr(self, key, float(value) if key == "scale" else int(value))
+            else:
+                missing_keys.append(prefix + key)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    @classmethod
+    def from_float(cls, mod: torch.nn.Module, use_precomputed_fake_quant: bool = False):
+        """Converts an observed float ``nn.Linear`` (after ``prepare`` and calibration).
+
+        The block shape comes from ``mod.sparse_params["sparse_block_shape"]``, as
+        ``torch.ao.pruning`` leaves it; output qparams from the activation observer.
+        """
+        linear = mod[0] if isinstance(mod, nni.LinearReLU) else mod
+        if type(linear) is not torch.nn.Linear:
+            raise TypeError(
+                f"{cls.__name__}.from_float expects torch.nn.Linear"
+                f"{' or LinearReLU' if cls is LinearReLU else ''}, got {type(mod).__name__}"
+            )
+        if getattr(mod, "qconfig", None) is None:
+            raise ValueError(f"{cls.__name__}.from_float: the float module has no qconfig")
+        if not hasattr(mod, "activation_post_process"):
+            raise ValueError(
+                f"{cls.__name__}.from_float: the float module has no activation observer; "
+                "run torch.ao.quantization.prepare and calibrate first"
+            )
+        rb, cb = block_shape_of(linear)
+        if use_precomputed_fake_quant and hasattr(linear, "weight_fake_quant"):
+            weight_observer = linear.weight_fake_quant
+        else:
+            weight_observer = mod.qconfig.weight()
+        qweight = quantize_float_weight(linear.weight, weight_observer)
+        scale, zero_point = mod.activation_post_process.calculate_qparams()
+        qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
+        qlinear.set_weight_bias(qweight, linear.bias, rb, cb)
+        qlinear.scale = float(scale)
+        qlinear.zero_point = int(zero_point)
+        return qlinear
+
+    @classmethod
+    def from_reference(
+        cls,
+        ref_qlinear: torch.nn.Module,
+        output_scale: float,
+        output_zero_point: int,
+        sparse_block_shape: tuple[int, int] | None = None,
+    ):
+        """Converts a reference quantized Linear (torch.ao.nn.quantized.reference.Linear).
+
+        The block shape is ``sparse_block_shape`` if given, else the reference
+        module's ``sparse_params["sparse_block_shape"]``.
+        """
+        rb, cb = sparse_block_shape if sparse_block_shape is not None else block_shape_of(ref_qlinear)
+        qweight = ref_qlinear.get_quantized_weight()
+        qlinear = cls(ref_qlinear.in_features, ref_qlinear.out_features, rb, cb, bias=False)
+        qlinear.set_weight_bias(qweight, ref_qlinear.bias, rb, cb)
+        qlinear.scale = float(output_scale)
+        qlinear.zero_point = int(output_zero_point)
+        return qlinear
+
+
+class LinearReLU(Linear):
+    r"""Static sparse quantized Linear fused with ReLU (``qlinear_relu``)."""
+
+    _FLOAT_MODULE = nni.LinearReLU
+
+    def _get_name(self) -> str:
+        return "SparseQuantizedLinearReLU"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _OPS.qlinear_relu(x, self._packed_params, self.scale, self.zero_point)
