@@ -48,8 +48,9 @@ class Linear(SparseLinearBase):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "scale"] = torch.tensor(self.scale)
-        destination[prefix + "zero_point"] = torch.tensor(self.zero_point)
+        # float64, so the output scale comes back exactly.
+        destination[prefix + "scale"] = torch.tensor(self.scale, dtype=torch.double)
+        destination[prefix + "zero_point"] = torch.tensor(self.zero_point, dtype=torch.long)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
