@@ -21,6 +21,13 @@ struct Variant {
 // Best first; the reference kernel runs everywhere and comes last.
 const std::vector<Variant>& variants() {
   static const std::vector<Variant> v = {
+#if defined(__aarch64__)
+      {"neondot", [](const CpuFeatures& f) { return f.neon_dot; }, make_neondot_plan},
+      {"neon", [](const CpuFeatures& f) { return f.neon; }, make_neon_plan},
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+      {"avx2", [](const CpuFeatures& f) { return f.avx2; }, make_avx2_plan},
+#endif
       {"reference", [](const CpuFeatures&) { return true; }, make_reference_plan},
   };
   return v;

@@ -4,6 +4,7 @@
 //
 // Build and run (x86):     test/native/run.sh
 // Cross (aarch64, qemu):   test/native/run.sh --arm
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,6 +25,9 @@ struct Case {
   int mode;  // 0 random, 1 extreme (255 activations, +-127/-128 weights), 2 random extremes
   bool relu;
   bool per_channel;
+  // Row strides exactly padded_k() (x) and N (y), and buffers of exactly M rows,
+  // so that a read or write past a row's end leaves the buffers (sanitizers).
+  bool tight = false;
 };
 
 std::vector<int8_t> make_weight(std::mt19937& g, const Case& c) {
@@ -74,7 +78,7 @@ void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& va
   }
 
   const int64_t Kp = bm.padded_k(), Np = bm.padded_n();
-  const int64_t ldx = Kp + 3;  // a row stride larger than the row
+  const int64_t ldx = c.tight ? Kp : Kp + 3;  // by default a stride larger than the row
   std::uniform_int_distribution<int> byte(0, 255);
   std::vector<uint8_t> x(std::max<int64_t>(c.M, 1) * ldx);
   for (auto& v : x) v = static_cast<uint8_t>(c.mode == 1 ? 255 : (c.mode == 2 ? (byte(g) & 1) * 255 : byte(g)));
@@ -93,7 +97,7 @@ void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& va
   sa.x = x.data();
   sa.ldx = ldx;
   sa.x_zero_point = x_zp;
-  sa.ldy = c.N + 1;
+  sa.ldy = c.tight ? c.N : c.N + 1;
   sa.requant_scale = rq.data();
   sa.bias_scaled = bs.data();
   sa.y_zero_point = byte(g);
@@ -103,7 +107,7 @@ void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& va
   da.x = x.data();
   da.ldx = ldx;
   da.x_zero_point = x_zp;
-  da.ldy = c.N + 2;
+  da.ldy = c.tight ? c.N : c.N + 2;
   da.dequant_scale = dq.data();
   da.bias = b.data();
   da.relu = c.relu;
@@ -144,10 +148,48 @@ void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& va
         ++g_failures;
         std::printf(
             "FAIL %s split=%d M=%lld N=%lld K=%lld block=%lldx%lld density=%.2f mode=%d relu=%d"
-            " per_channel=%d: %lld static and %lld dynamic outputs differ\n",
+            " per_channel=%d tight=%d: %lld static and %lld dynamic outputs differ\n",
             name.c_str(), split, (long long)c.M, (long long)c.N, (long long)c.K,
             (long long)c.rb, (long long)c.cb, c.density, c.mode, c.relu, c.per_channel,
-            (long long)ds, (long long)dd);
+            c.tight, (long long)ds, (long long)dd);
+      }
+    }
+  }
+}
+
+// Every variant's quantize_activations against the reference: random values,
+// exact and near .5 ties, and magnitudes that clamp (or overflow to infinity).
+void check_quantize_activations(std::mt19937& g, const std::vector<std::string>& variants) {
+  const std::vector<int8_t> w(16, 1);
+  const tsb::BcsrMatrix bm = tsb::pack_bcsr(w.data(), 4, 4, 1, 4);
+  std::uniform_real_distribution<float> uni(-300.f, 300.f), big(-3e38f, 3e38f);
+  std::uniform_int_distribution<int> zp_dist(0, 255), half(-300, 300);
+  for (const auto& name : variants) {
+    auto plan = tsb::make_plan(bm, name);
+    for (int round = 0; round < 60; ++round) {
+      const int64_t n = round % 37 + (round % 3) * 64;
+      const float inv_scale = round % 4 == 0 ? 1.f : (round % 4 == 1 ? 0.37f : 9.5f);
+      const int32_t zp = round % 5 == 0 ? 0 : (round % 5 == 1 ? 255 : zp_dist(g));
+      std::vector<float> x(n);
+      for (int64_t i = 0; i < n; ++i) {
+        switch ((i + round) % 5) {
+          case 0: x[i] = uni(g); break;
+          case 1: x[i] = (static_cast<float>(half(g)) + 0.5f) / inv_scale; break;
+          case 2: x[i] = std::nextafter((static_cast<float>(half(g)) + 0.5f) / inv_scale,
+                                        (i & 1) ? 1e30f : -1e30f); break;
+          case 3: x[i] = big(g); break;
+          default: x[i] = (i & 1) ? -0.f : uni(g) * 1e-3f; break;
+        }
+      }
+      std::vector<uint8_t> ref(n + 1, 7), out(n + 1, 7);
+      tsb::quantize_activations_reference(x.data(), n, inv_scale, zp, ref.data());
+      plan->quantize_activations(x.data(), n, inv_scale, zp, out.data());
+      ++g_checks;
+      const int64_t d = count_diff(out, ref);
+      if (d) {
+        ++g_failures;
+        std::printf("FAIL %s quantize_activations n=%lld inv_scale=%g zp=%d: %lld values differ\n",
+                    name.c_str(), (long long)n, inv_scale, zp, (long long)d);
       }
     }
   }
@@ -207,6 +249,23 @@ int main(int argc, char** argv) {
       run_case(g, Case{M, 97, 260, rb, cb, 1.0, 0, false, true}, variants);
     }
   }
+  // Tile edges: N around multiples of 8 (also past the last block row's
+  // padding), K ending inside a 4- or 16-column group, batches that split into
+  // groups of 32, 16 and 8 activation rows plus single rows, tight strides.
+  for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {8, 1}, {16, 1}, {8, 2}, {16, 2},
+                        {1, 1}, {2, 1}, {4, 2}, {1, 16}, {16, 16}}) {
+    for (int64_t N : {9, 17, 23}) {
+      for (int64_t K : {13, 47, 1000}) {
+        for (int64_t M : {1, 7, 12, 25, 41, 57}) {
+          ++i;
+          Case c{M, N, K, rb, cb, 0.6, i % 3, (i % 2) == 0, (i % 4) < 2};
+          c.tight = true;
+          run_case(g, c, variants);
+        }
+      }
+    }
+  }
+  check_quantize_activations(g, variants);
   // The largest K with exact int32 accumulation, at full range.
   run_case(g, Case{2, 9, tsb::kMaxInFeatures, 1, 4, 1.0, 1, false, false}, variants);
   run_case(g, Case{3, 16, tsb::kMaxInFeatures, 8, 1, 1.0, 2, true, true}, variants);

@@ -1,0 +1,570 @@
+// The x86 AVX2 kernel variant.
+//
+// Exactness: every product x * w is formed by vpmaddwd on values widened to
+// int16 (x: 0..255, w: -128..127), so each pair sum is at most 2 * 255 * 128
+// and every partial sum is an exact int32 (vpmaddubsw, which saturates, is never
+// used). The zero point is removed afterwards as in the reference:
+// acc = sum x * w - x_zp * row_sum, in wrapping int32 arithmetic.
+//
+// Two packed layouts, both split into tiles of 8 output channels:
+//
+//  * Quads (every block shape except rb >= 8 with cb <= 2): each output row is
+//    a list of 1x4 pieces, a uint16 quad index q (input columns 4q..4q+3) and 4
+//    int8 weights. Blocks with cb >= 4 split into cb / 4 pieces per row; blocks
+//    with cb < 4 are widened to the quad that holds them, zeros filling the rest.
+//    Pieces whose 4 weights are zero are dropped.
+//  * Column pairs (rb in {8, 16}, cb in {1, 2}): each group of 8 output rows is
+//    a list of entries, two input columns ka, kb and 16 int8 weights
+//    w[i][a], w[i][b] for the 8 rows i. An 8x2 block is one entry (kb = ka + 1);
+//    8x1 blocks are paired in column order (an odd last one gets a zero partner).
+//
+// Loop order: activation rows are processed in batches. A batch of one row
+// (GEMV) reads x directly: quads load 8 pieces' activations per step, column
+// pairs broadcast the (x[ka], x[kb]) pair to the 8 rows. A batch of 8, 16 or 32
+// rows first re-lays the batch's activations as int16 in a buffer ordered for
+// the layout, then streams each tile's weights once for the whole batch.
+// Epilogues work on 8 output channels of one output row at a time, with the
+// same float operations in the same order as requantize.h.
+//
+// The ISA is enabled for this file only: the target pragma covers everything
+// below, which runs only after dispatch selected this variant. FMA is left
+// disabled so that no multiply-add can ever be contracted in an epilogue.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernel_registry.h"
+#include "sparse_core.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#include <immintrin.h>
+
+namespace tsb {
+namespace {
+
+constexpr int64_t kTileRows = 8;
+constexpr int64_t kL1BufferBytes = 24 * 1024;
+
+// Storage unit of the activation buffers (aligned for vector loads).
+struct alignas(32) Vec32 {
+  uint8_t b[32];
+};
+
+// All-ones in lanes i < n.
+inline __m256i lanes_below(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// In place: r[j][i] <- r[i][j] for an 8x8 matrix of int32.
+inline void transpose_8x8_epi32(__m256i r[8]) {
+  const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+  const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+  const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+  const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+  r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+  r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+  r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+  r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+  r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+  r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+  r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+  r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
+}
+
+// In place, within each 128-bit lane: 8x8 transpose of int16.
+inline void transpose_8x8_epi16_lanes(__m256i r[8]) {
+  const __m256i a0 = _mm256_unpacklo_epi16(r[0], r[1]), a1 = _mm256_unpackhi_epi16(r[0], r[1]);
+  const __m256i a2 = _mm256_unpacklo_epi16(r[2], r[3]), a3 = _mm256_unpackhi_epi16(r[2], r[3]);
+  const __m256i a4 = _mm256_unpacklo_epi16(r[4], r[5]), a5 = _mm256_unpackhi_epi16(r[4], r[5]);
+  const __m256i a6 = _mm256_unpacklo_epi16(r[6], r[7]), a7 = _mm256_unpackhi_epi16(r[6], r[7]);
+  const __m256i b0 = _mm256_unpacklo_epi32(a0, a2), b1 = _mm256_unpackhi_epi32(a0, a2);
+  const __m256i b2 = _mm256_unpacklo_epi32(a1, a3), b3 = _mm256_unpackhi_epi32(a1, a3);
+  const __m256i b4 = _mm256_unpacklo_epi32(a4, a6), b5 = _mm256_unpackhi_epi32(a4, a6);
+  const __m256i b6 = _mm256_unpacklo_epi32(a5, a7), b7 = _mm256_unpackhi_epi32(a5, a7);
+  r[0] = _mm256_unpacklo_epi64(b0, b4);
+  r[1] = _mm256_unpackhi_epi64(b0, b4);
+  r[2] = _mm256_unpacklo_epi64(b1, b5);
+  r[3] = _mm256_unpackhi_epi64(b1, b5);
+  r[4] = _mm256_unpacklo_epi64(b2, b6);
+  r[5] = _mm256_unpackhi_epi64(b2, b6);
+  r[6] = _mm256_unpacklo_epi64(b3, b7);
+  r[7] = _mm256_unpackhi_epi64(b3, b7);
+}
+
+// Lane r of the result is the sum of the 8 lanes of a[r].
+inline __m256i sum_lanes_8x8(const __m256i a[8]) {
+  const __m256i s01 = _mm256_hadd_epi32(a[0], a[1]), s23 = _mm256_hadd_epi32(a[2], a[3]);
+  const __m256i s45 = _mm256_hadd_epi32(a[4], a[5]), s67 = _mm256_hadd_epi32(a[6], a[7]);
+  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                          _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
+// 16 activations of one row, widened to int16; columns at or past `len` read as 0.
+inline __m256i load_row16_epu8(const uint8_t* src, int64_t len) {
+  if (len >= 16) return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+  alignas(16) uint8_t t[16] = {};
+  std::memcpy(t, src, static_cast<size_t>(len));
+  return _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
+}
+
+// Requantizing epilogue for 8 output channels n0.. of one output row.
+class StaticEpilogue {
+ public:
+  explicit StaticEpilogue(const StaticArgs& a)
+      : a_(a),
+        lo_(_mm256_set1_ps(static_cast<float>(a.qmin - a.y_zero_point))),
+        hi_(_mm256_set1_ps(static_cast<float>(a.qmax - a.y_zero_point))),
+        y_zp_(_mm256_set1_epi32(a.y_zero_point)) {}
+
+  // acc holds sum x*w - x_zp*row_sum; only lanes < nv are stored.
+  void store(int64_t m, int64_t n0, int nv, __m256i acc) const {
+    __m256 rq, bs;
+    if (nv == 8) {
+      rq = _mm256_loadu_ps(a_.requant_scale + n0);
+      bs = _mm256_loadu_ps(a_.bias_scaled + n0);
+    } else {
+      const __m256i mask = lanes_below(nv);
+      rq = _mm256_maskload_ps(a_.requant_scale + n0, mask);
+      bs = _mm256_maskload_ps(a_.bias_scaled + n0, mask);
+    }
+    __m256 v = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(acc), bs), rq);
+    v = _mm256_min_ps(_mm256_max_ps(v, lo_), hi_);
+    // Round half to even (default MXCSR); the clamp keeps the sum in [qmin, qmax].
+    const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), y_zp_);
+    const __m128i q16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    const __m128i q8 = _mm_packus_epi16(q16, q16);
+    uint8_t* y = a_.y + m * a_.ldy + n0;
+    if (nv == 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(y), q8);
+    } else {
+      alignas(16) uint8_t t[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(t), q8);
+      std::memcpy(y, t, static_cast<size_t>(nv));
+    }
+  }
+
+ private:
+  const StaticArgs& a_;
+  __m256 lo_, hi_;
+  __m256i y_zp_;
+};
+
+// Dequantizing epilogue: a multiply, then an add, then max(y, +0) with ReLU.
+class DynamicEpilogue {
+ public:
+  explicit DynamicEpilogue(const DynamicArgs& a) : a_(a) {}
+
+  void store(int64_t m, int64_t n0, int nv, __m256i acc) const {
+    float* y = a_.y + m * a_.ldy + n0;
+    if (nv == 8) {
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(a_.dequant_scale + n0));
+      v = _mm256_add_ps(v, _mm256_loadu_ps(a_.bias + n0));
+      if (a_.relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+      _mm256_storeu_ps(y, v);
+    } else {
+      const __m256i mask = lanes_below(nv);
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_maskload_ps(a_.dequant_scale + n0, mask));
+      v = _mm256_add_ps(v, _mm256_maskload_ps(a_.bias + n0, mask));
+      if (a_.relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+      _mm256_maskstore_ps(y, mask, v);
+    }
+  }
+
+ private:
+  const DynamicArgs& a_;
+};
+
+class Avx2Plan final : public KernelPlan {
+ public:
+  explicit Avx2Plan(const BcsrMatrix& m)
+      : n_(m.N),
+        kp_(m.padded_k()),
+        quads_(ceil_div(m.padded_k(), 4)),
+        tiles_(ceil_div(m.N, kTileRows)),
+        column_pairs_(m.rb >= 8 && m.cb <= 2),
+        row_sum_(row_sums(m)) {
+    row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
+    if (column_pairs_) {
+      build_column_pairs(m);
+    } else {
+      build_quads(m);
+    }
+  }
+
+  const char* name() const override { return "avx2"; }
+  int64_t num_tiles() const override { return tiles_; }
+  size_t packed_bytes() const override {
+    return row_start_.size() * sizeof(int32_t) + quad_idx_.size() * sizeof(uint16_t) +
+           pair_cols_.size() * sizeof(uint32_t) + weights_.size() +
+           row_sum_.size() * sizeof(int32_t);
+  }
+
+  void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
+                  int64_t t_end) const override {
+    run(StaticEpilogue(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
+  }
+
+  void run_dynamic(const DynamicArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
+                   int64_t t_end) const override {
+    run(DynamicEpilogue(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
+  }
+
+  void quantize_activations(const float* x, int64_t n, float inv_scale, int32_t zp,
+                            uint8_t* q) const override {
+    const __m256 scale = _mm256_set1_ps(inv_scale);
+    const __m256 lo = _mm256_set1_ps(static_cast<float>(-zp));
+    const __m256 hi = _mm256_set1_ps(static_cast<float>(255 - zp));
+    const __m256i vzp = _mm256_set1_epi32(zp);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      // nearbyint: round in the current rounding mode, like the reference.
+      __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), scale),
+                                 _MM_FROUND_CUR_DIRECTION);
+      v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+      const __m256i w = _mm256_add_epi32(_mm256_cvtps_epi32(v), vzp);  // in 0..255
+      const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packus_epi16(w16, w16));
+    }
+    quantize_activations_reference(x + i, n - i, inv_scale, zp, q + i);
+  }
+
+ private:
+  static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+  int valid_rows(int64_t t) const {
+    return static_cast<int>(std::min<int64_t>(kTileRows, n_ - t * kTileRows));
+  }
+
+  // x_zp * row_sum for the 8 channels of tile t.
+  __m256i zero_point_term(int64_t t, int32_t x_zp) const {
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
+    return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
+  }
+
+  void build_quads(const BcsrMatrix& m) {
+    const int64_t rows = tiles_ * kTileRows, bs = m.rb * m.cb;
+    row_start_.assign(rows + 1, 0);
+    for (int64_t n = 0; n < rows; ++n) {
+      const int64_t begin = static_cast<int64_t>(quad_idx_.size());
+      if (n < m.N) {
+        const int64_t br = n / m.rb, r = n % m.rb;
+        for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
+          for (int64_t c = 0; c < m.cb; ++c) {
+            const int8_t v = m.values[j * bs + r * m.cb + c];
+            if (v == 0) continue;
+            const int64_t k = int64_t{m.col_idx[j]} * m.cb + c;
+            const uint16_t q = static_cast<uint16_t>(k / 4);
+            if (static_cast<int64_t>(quad_idx_.size()) == begin || quad_idx_.back() != q) {
+              quad_idx_.push_back(q);
+              weights_.insert(weights_.end(), 4, int8_t{0});
+            }
+            weights_[weights_.size() - 4 + k % 4] = v;
+          }
+        }
+      }
+      row_start_[n + 1] = static_cast<int32_t>(quad_idx_.size());
+    }
+    // The GEMV reads whole groups of 8 pieces; its tail lanes are masked.
+    quad_idx_.insert(quad_idx_.end(), 8, uint16_t{0});
+    weights_.insert(weights_.end(), 32, int8_t{0});
+  }
+
+  void build_column_pairs(const BcsrMatrix& m) {
+    const int64_t bs = m.rb * m.cb;
+    row_start_.assign(tiles_ + 1, 0);
+    auto add_entry = [&](uint32_t ka, uint32_t kb, const int8_t* wa, const int8_t* wb,
+                         int64_t stride) {
+      int8_t w[16];
+      bool any = false;
+      for (int i = 0; i < 8; ++i) {
+        w[2 * i] = wa[i * stride];
+        w[2 * i + 1] = wb ? wb[i * stride] : int8_t{0};
+        any |= w[2 * i] != 0 || w[2 * i + 1] != 0;
+      }
+      if (!any) return;
+      pair_cols_.push_back(ka);
+      pair_cols_.push_back(kb);
+      weights_.insert(weights_.end(), w, w + 16);
+    };
+    for (int64_t g = 0; g < tiles_; ++g) {
+      const int64_t br = g * kTileRows / m.rb, r0 = g * kTileRows % m.rb;
+      const int64_t j0 = m.row_ptr[br], j1 = m.row_ptr[br + 1];
+      if (m.cb == 2) {
+        // Row-major 8x2 slice: w[i][0], w[i][1] interleaved already.
+        for (int64_t j = j0; j < j1; ++j) {
+          const uint32_t k = static_cast<uint32_t>(m.col_idx[j]) * 2;
+          const int8_t* w = m.values.data() + j * bs + r0 * 2;
+          add_entry(k, k + 1, w, w + 1, 2);
+        }
+      } else {
+        for (int64_t j = j0; j < j1; j += 2) {
+          const int8_t* wa = m.values.data() + j * bs + r0;
+          const uint32_t ka = static_cast<uint32_t>(m.col_idx[j]);
+          if (j + 1 < j1) {
+            add_entry(ka, static_cast<uint32_t>(m.col_idx[j + 1]), wa, wa + bs, 1);
+          } else {
+            add_entry(ka, ka, wa, nullptr, 1);
+          }
+        }
+      }
+      row_start_[g + 1] = static_cast<int32_t>(pair_cols_.size() / 2);
+    }
+  }
+
+  template <class Epilogue>
+  void run(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
+           int64_t m_end, int64_t t_begin, int64_t t_end) const {
+    if (m_begin >= m_end || t_begin >= t_end) return;
+    std::vector<Vec32> buf;
+    for (int64_t m = m_begin; m < m_end;) {
+      const int64_t left = m_end - m;
+      if (left == 1) {
+        if (column_pairs_) {
+          column_pairs_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+        } else {
+          quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+        }
+        break;
+      }
+      if (column_pairs_) {
+        const int rows = static_cast<int>(std::min<int64_t>(left, 8));
+        buf.resize(static_cast<size_t>(ceil_div(kp_, 2)));
+        pack_columns(x + m * ldx, ldx, rows, buf.data());
+        column_pairs_batch8(epi, buf.data(), m, rows, x_zp, t_begin, t_end);
+        m += rows;
+        continue;
+      }
+      int groups = left >= 24 ? 4 : (left >= 12 ? 2 : 1);
+      // Keep the batch buffer (16 bytes per column and group) within L1.
+      while (groups > 1 && 16 * groups * kp_ > kL1BufferBytes) groups /= 2;
+      const int rows = static_cast<int>(std::min<int64_t>(left, 8 * groups));
+      buf.resize(static_cast<size_t>(quads_ * 2 * groups));
+      pack_quad_pairs(x + m * ldx, ldx, rows, groups, buf.data());
+      switch (groups) {
+        case 4: quads_batch<4>(epi, buf.data(), m, rows, x_zp, t_begin, t_end); break;
+        case 2: quads_batch<2>(epi, buf.data(), m, rows, x_zp, t_begin, t_end); break;
+        default: quads_batch<1>(epi, buf.data(), m, rows, x_zp, t_begin, t_end); break;
+      }
+      m += rows;
+    }
+  }
+
+  // ---- Quads layout ----
+
+  // The 4 activation bytes of 4 pieces (quads idx[0..3]) in one vector:
+  // broadcast loads merged by blends, which keeps the vector ALUs free.
+  static __m128i load_4_quads(const uint8_t* x, const uint16_t* idx) {
+    int32_t v[4];
+    for (int i = 0; i < 4; ++i) std::memcpy(&v[i], x + 4 * int64_t{idx[i]}, 4);
+    __m128i r = _mm_cvtsi32_si128(v[0]);
+    r = _mm_blend_epi32(r, _mm_set1_epi32(v[1]), 0x2);
+    r = _mm_blend_epi32(r, _mm_set1_epi32(v[2]), 0x4);
+    return _mm_blend_epi32(r, _mm_set1_epi32(v[3]), 0x8);
+  }
+
+  // Dot products of one activation row with one output row's pieces, 8
+  // pieces per step; the lanes of the result sum to the output. Reads up to 8
+  // pieces past `count` (the arrays are padded; every index is a valid quad)
+  // and gives them weight 0.
+  static __m256i quads_row_dot(const uint8_t* x, const uint16_t* idx, const int8_t* w,
+                               int64_t count) {
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    for (int64_t i = 0; i < count; i += 8) {
+      __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4 * i));
+      if (count - i < 8) wv = _mm256_and_si256(wv, lanes_below(static_cast<int>(count - i)));
+      const __m128i x0 = load_4_quads(x, idx + i), x1 = load_4_quads(x, idx + i + 4);
+      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_cvtepu8_epi16(x0),
+                                                      _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wv))));
+      acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_cvtepu8_epi16(x1),
+                                                      _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wv, 1))));
+    }
+    return _mm256_add_epi32(acc0, acc1);
+  }
+
+  template <class Epilogue>
+  void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m, int32_t x_zp, int64_t t_begin,
+                  int64_t t_end) const {
+    // Pieces read whole quads; when the row ends inside one, use a copy.
+    std::vector<uint8_t> padded;
+    if (kp_ % 4 != 0) {
+      padded.assign(static_cast<size_t>(quads_ * 4), 0);
+      std::memcpy(padded.data(), x, static_cast<size_t>(kp_));
+      x = padded.data();
+    }
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      __m256i acc[8];
+      for (int64_t r = 0; r < 8; ++r) {
+        const int64_t n = t * kTileRows + r, p0 = row_start_[n];
+        acc[r] = quads_row_dot(x, quad_idx_.data() + p0, weights_.data() + 4 * p0,
+                               row_start_[n + 1] - p0);
+      }
+      const __m256i sums = _mm256_sub_epi32(sum_lanes_8x8(acc), zero_point_term(t, x_zp));
+      epi.store(m, t * kTileRows, valid_rows(t), sums);
+    }
+  }
+
+  // Batch buffer of the quads layout: for quad q and group g of 8 activation
+  // rows, two vectors at index (q * groups + g) * 2 + h holding, for rows
+  // 0..7 of the group, the int16 pair (x[4q + 2h], x[4q + 2h + 1]). Rows past
+  // `rows` and columns past padded_k() are zero.
+  void pack_quad_pairs(const uint8_t* x, int64_t ldx, int rows, int groups, Vec32* buf) const {
+    for (int g = 0; g < groups; ++g) {
+      const int valid = std::max(0, std::min(8, rows - 8 * g));
+      for (int64_t k = 0; k < kp_; k += 16) {
+        const int64_t len = std::min<int64_t>(16, kp_ - k);
+        __m256i r[8];
+        for (int i = 0; i < 8; ++i) {
+          r[i] = i < valid ? load_row16_epu8(x + (8 * g + i) * ldx + k, len) : _mm256_setzero_si256();
+        }
+        transpose_8x8_epi32(r);  // r[p]: pair p of the 16 columns, lane = row
+        const int64_t nq = ceil_div(len, 4);
+        for (int64_t qq = 0; qq < nq; ++qq) {
+          Vec32* dst = buf + ((k / 4 + qq) * groups + g) * 2;
+          _mm256_store_si256(reinterpret_cast<__m256i*>(dst), r[2 * qq]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 1), r[2 * qq + 1]);
+        }
+      }
+    }
+  }
+
+  // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, the
+  // weights are widened once and multiplied with 2 * G activation vectors.
+  template <int G, class Epilogue>
+  void quads_batch(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows, int32_t x_zp,
+                   int64_t t_begin, int64_t t_end) const {
+    alignas(32) int32_t part[G][8][8];  // [group][output row][activation row]
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      for (int64_t r = 0; r < 8; ++r) {
+        const int64_t n = t * kTileRows + r;
+        __m256i acc[G];
+        for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_si256();
+        for (int64_t p = row_start_[n]; p < row_start_[n + 1]; ++p) {
+          const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * 2 * G);
+          int32_t w4;
+          std::memcpy(&w4, weights_.data() + 4 * p, 4);
+          const __m256i w16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(w4));
+          const __m256i w01 = _mm256_shuffle_epi32(w16, 0x00), w23 = _mm256_shuffle_epi32(w16, 0x55);
+          for (int g = 0; g < G; ++g) {
+            const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(xq + 2 * g), w01),
+                                               _mm256_madd_epi16(_mm256_load_si256(xq + 2 * g + 1), w23));
+            acc[g] = _mm256_add_epi32(acc[g], s);
+          }
+        }
+        for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[g]);
+      }
+      const __m256i zp_term = zero_point_term(t, x_zp);
+      for (int g = 0; g < G && 8 * g < rows; ++g) {
+        __m256i c[8];
+        for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
+        transpose_8x8_epi32(c);  // c[i]: activation row 8g + i, lane = output row
+        for (int i = 0; i < 8 && 8 * g + i < rows; ++i) {
+          epi.store(m0 + 8 * g + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
+        }
+      }
+    }
+  }
+
+  // ---- Column pairs layout ----
+
+  template <class Epilogue>
+  void column_pairs_gemv(const Epilogue& epi, const uint8_t* x, int64_t m, int32_t x_zp,
+                         int64_t t_begin, int64_t t_end) const {
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      const int64_t e0 = row_start_[t], e1 = row_start_[t + 1];
+      int64_t e = e0;
+      for (; e + 2 <= e1; e += 2) {
+        const int32_t xp0 = x[pair_cols_[2 * e]] | (x[pair_cols_[2 * e + 1]] << 16);
+        const int32_t xp1 = x[pair_cols_[2 * e + 2]] | (x[pair_cols_[2 * e + 3]] << 16);
+        const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
+        const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e + 16)));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(w0, _mm256_set1_epi32(xp0)));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(w1, _mm256_set1_epi32(xp1)));
+      }
+      if (e < e1) {
+        const int32_t xp = x[pair_cols_[2 * e]] | (x[pair_cols_[2 * e + 1]] << 16);
+        const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(w, _mm256_set1_epi32(xp)));
+      }
+      const __m256i sums = _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), zero_point_term(t, x_zp));
+      epi.store(m, t * kTileRows, valid_rows(t), sums);
+    }
+  }
+
+  // Batch buffer of the column pairs layout: column k is 8 int16, the
+  // activations x[k] of rows 0..7 (rows past `rows` are zero), at byte 16 * k.
+  void pack_columns(const uint8_t* x, int64_t ldx, int rows, Vec32* buf) const {
+    __m128i* cols = reinterpret_cast<__m128i*>(buf);
+    for (int64_t k = 0; k < kp_; k += 16) {
+      const int64_t len = std::min<int64_t>(16, kp_ - k);
+      __m256i r[8];
+      for (int i = 0; i < 8; ++i) {
+        r[i] = i < rows ? load_row16_epu8(x + i * ldx + k, len) : _mm256_setzero_si256();
+      }
+      transpose_8x8_epi16_lanes(r);  // lane 0 of r[j]: column k + j; lane 1: k + 8 + j
+      for (int64_t j = 0; j < 8 && j < len; ++j) {
+        _mm_store_si128(cols + k + j, _mm256_castsi256_si128(r[j]));
+        if (j + 8 < len) _mm_store_si128(cols + k + j + 8, _mm256_extracti128_si256(r[j], 1));
+      }
+    }
+  }
+
+  // Rows [m0, m0 + rows), rows <= 8: each entry's weights are widened once;
+  // the 8 rows' activation pairs are interleaved once and broadcast in turn.
+  template <class Epilogue>
+  void column_pairs_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
+                           int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    const __m128i* cols = reinterpret_cast<const __m128i*>(buf);
+    alignas(32) int32_t pairs[8];
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      __m256i acc[8];
+      for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
+      for (int64_t e = row_start_[t]; e < row_start_[t + 1]; ++e) {
+        const __m128i xa = _mm_load_si128(cols + pair_cols_[2 * e]);
+        const __m128i xb = _mm_load_si128(cols + pair_cols_[2 * e + 1]);
+        _mm_store_si128(reinterpret_cast<__m128i*>(pairs), _mm_unpacklo_epi16(xa, xb));
+        _mm_store_si128(reinterpret_cast<__m128i*>(pairs + 4), _mm_unpackhi_epi16(xa, xb));
+        const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) {  // unrolled, so that acc stays in registers
+          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, _mm256_set1_epi32(pairs[i])));
+        }
+      }
+      const __m256i zp_term = zero_point_term(t, x_zp);
+      for (int i = 0; i < rows; ++i) {
+        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], zp_term));
+      }
+    }
+  }
+
+  int64_t n_;       // output channels
+  int64_t kp_;      // padded input columns (readable in every activation row)
+  int64_t quads_;   // ceil(kp_ / 4)
+  int64_t tiles_;   // ceil(n_ / 8)
+  bool column_pairs_;
+  std::vector<int32_t> row_start_;   // quads: per output row; column pairs: per tile
+  std::vector<uint16_t> quad_idx_;   // quads: one per piece
+  std::vector<uint32_t> pair_cols_;  // column pairs: ka, kb per entry
+  std::vector<int8_t> weights_;      // 4 per piece, or 16 per entry
+  std::vector<int32_t> row_sum_;     // padded to tiles_ * 8
+};
+
+}  // namespace
+
+std::unique_ptr<KernelPlan> make_avx2_plan(const BcsrMatrix& m) {
+  return std::make_unique<Avx2Plan>(m);
+}
+
+}  // namespace tsb
+
+#pragma GCC pop_options
+
+#endif  // x86-64

@@ -1,0 +1,124 @@
+"""Every kernel variant this CPU runs is bit-identical to the reference kernel,
+whatever the thread count; the variant can be forced by environment variable."""
+
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torch_sparse_backend as tsb
+from _reference import make_sparse_qweight, reference_qlinear, reference_qlinear_dynamic
+
+OPS = torch.ops.torch_sparse_backend
+RUNNABLE = list(OPS._runnable_kernels())
+FAST = [k for k in RUNNABLE if k != "reference"]
+BLOCKS = [(1, 4), (8, 1), (4, 4), (1, 8), (16, 1), (1, 1), (2, 2), (2, 8), (16, 16)]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_machine_runs_a_fast_kernel():
+    # On x86 with AVX2 and on every aarch64 CPU a vector kernel must be chosen.
+    features = set(OPS._cpu_features())
+    if features & {"avx2", "neon"}:
+        assert FAST, f"no vector kernel runs on a CPU with {sorted(features)}"
+        assert OPS._active_kernel() == FAST[0]
+
+
+def _inputs(g, m, k, extreme):
+    if extreme:
+        x_int = torch.full((m, k), 255, dtype=torch.uint8)
+        x = torch.full((m, k), 1e4)
+        x[:, ::3] = -1e4
+        return torch._make_per_tensor_quantized_tensor(x_int, 0.05, 0), x
+    x = torch.randn(m, k, generator=g) * 4
+    return torch.quantize_per_tensor(x, 0.03, 121, torch.quint8), x
+
+
+def _extreme_weight(n, k, block, g):
+    w = make_sparse_qweight(n, k, block, 0.5, True, g)
+    wi = w.int_repr()
+    wi[wi > 0] = 127
+    wi[wi < 0] = -128
+    wi[::2][wi[::2] != 0] = -127
+    return torch._make_per_channel_quantized_tensor(wi, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0)
+
+
+@pytest.mark.parametrize("kernel", RUNNABLE)
+def test_variant_matches_reference(kernel):
+    g = torch.Generator().manual_seed(7)
+    shapes = [(0, 33, 70), (1, 64, 128), (3, 37, 61), (17, 96, 200), (8, 5, 3)]
+    for block, (m, n, k), extreme, relu in itertools.product(BLOCKS, shapes, (False, True), (False, True)):
+        w = _extreme_weight(n, k, block, g) if extreme else make_sparse_qweight(n, k, block, 0.35, extreme, g)
+        bias = torch.randn(n, generator=g) * 10
+        ref = OPS.qlinear_prepack(w, bias, *block)
+        packed = OPS._with_kernel(ref, kernel)
+        ref = OPS._with_kernel(ref, "reference")
+        assert packed.kernel() == kernel and ref.kernel() == "reference"
+        xq, x = _inputs(g, m, k, extreme)
+        static_op = OPS.qlinear_relu if relu else OPS.qlinear
+        dynamic_op = OPS.qlinear_relu_dynamic if relu else OPS.qlinear_dynamic
+        ys, ys_ref = static_op(xq, packed, 7.5, 100), static_op(xq, ref, 7.5, 100)
+        yd, yd_ref = dynamic_op(x, packed), dynamic_op(x, ref)
+        where = f"{kernel} block={block} m,n,k={m},{n},{k} extreme={extreme} relu={relu}"
+        assert torch.equal(ys.int_repr(), ys_ref.int_repr()), where
+        assert torch.equal(yd.view(torch.int32), yd_ref.view(torch.int32)), where  # bit-identical
+        assert torch.equal(ys.int_repr(), reference_qlinear(xq, w, bias, 7.5, 100, relu)), where
+        if m:
+            assert torch.equal(yd, reference_qlinear_dynamic(x, w, bias, relu)), where
+
+
+@pytest.mark.parametrize("kernel", RUNNABLE)
+def test_results_do_not_depend_on_thread_count(kernel):
+    g = torch.Generator().manual_seed(8)
+    w = make_sparse_qweight(512, 384, (1, 4), 0.3, True, g)
+    packed = OPS._with_kernel(OPS.qlinear_prepack(w, torch.randn(512, generator=g), 1, 4), kernel)
+    xq, x = _inputs(g, 33, 384, False)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3, 4):
+            torch.set_num_threads(n)
+            results.append((OPS.qlinear(xq, packed, 0.5, 128).int_repr(), OPS.qlinear_dynamic(x, packed)))
+    finally:
+        torch.set_num_threads(threads)
+    for s, d in results[1:]:
+        assert torch.equal(s, results[0][0])
+        assert torch.equal(d.view(torch.int32), results[0][1].view(torch.int32))
+
+
+def test_environment_variable_forces_the_kernel():
+    code = "import torch_sparse_backend as t; print(t.info()['active_kernel'])"
+    env = dict(os.environ, TORCH_SPARSE_BACKEND_KERNEL="reference")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "reference"
+    env["TORCH_SPARSE_BACKEND_KERNEL"] = "no_such_kernel"
+    code = (
+        "import torch, torch_sparse_backend as t\n"
+        "w = torch._make_per_tensor_quantized_tensor(torch.ones(4, 4, dtype=torch.int8), 0.1, 0)\n"
+        "torch.ops.torch_sparse_backend.qlinear_prepack(w, None, 1, 4)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0
+    assert "TORCH_SPARSE_BACKEND_KERNEL: unknown kernel variant 'no_such_kernel'" in out.stderr
+
+
+def test_native_kernel_suite():
+    # The torch-free kernel core, built standalone with -Werror, against the reference.
+    out = subprocess.run(
+        ["bash", str(ROOT / "test" / "native" / "run.sh")], capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert " 0 failed" in out.stdout
+
+
+def test_info_reports_the_machine():
+    info = tsb.info()
+    assert info["torch"] == torch.__version__
+    assert info["active_kernel"] in info["runnable_kernels"]
+    assert set(info["runnable_kernels"]) <= set(info["compiled_kernels"])
+    assert "reference" in info["runnable_kernels"]
