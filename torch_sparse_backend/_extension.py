@@ -113,7 +113,7 @@ def load(verbose: bool | None = None) -> Path:
                 "install it with `pip install ninja`"
             )
         print(
-            "torch_sparse_backend: building the C++ kernels (one time; about 2-4 minutes on "
+            "torch_sparse_backend: building the C++ kernels (one time; about 1 minute on "
             f"2 cores) into {build}",
             file=sys.stderr,
             flush=True,
