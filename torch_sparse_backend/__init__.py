@@ -12,7 +12,10 @@ from ._extension import load as _load
 _load()
 
 from . import nn  # noqa: E402
+from ._density import DEFAULT_MAX_DENSITY, block_density  # noqa: E402
 from ._info import info  # noqa: E402
+from ._summary import summary  # noqa: E402
+from .fx import convert_fx, get_sparse_backend_config  # noqa: E402
 from .mappings import (  # noqa: E402
     SparseOrDense,
     get_default_dynamic_sparse_quant_module_mappings,
@@ -22,7 +25,12 @@ from .mappings import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_MAX_DENSITY",
     "ExtensionBuildError",
+    "block_density",
+    "convert_fx",
+    "get_sparse_backend_config",
+    "summary",
     "SparseOrDense",
     "get_default_dynamic_sparse_quant_module_mappings",
     "get_default_static_sparse_quant_module_mappings",

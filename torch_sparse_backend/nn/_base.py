@@ -72,6 +72,22 @@ class SparseLinearBase(torch.nn.Module):
         b = torch.zeros(self.out_features, dtype=torch.float) if bias else None
         self.set_weight_bias(weight, b, row_block_size, col_block_size)
 
+    @classmethod
+    def from_quantized(cls, dense: torch.nn.Module, sparse_block_shape: tuple[int, int]):
+        """The sparse module equivalent to torch's dense quantized Linear ``dense``.
+
+        Same quantized weight, bias and (static) output qparams; only the block
+        shape is new.
+        """
+        rb, cb = sparse_block_shape
+        weight, bias = dense.weight(), dense.bias()
+        module = cls(weight.size(1), weight.size(0), rb, cb, bias=False)
+        module.set_weight_bias(weight, bias, rb, cb)
+        if hasattr(module, "scale"):
+            module.scale = float(dense.scale)
+            module.zero_point = int(dense.zero_point)
+        return module
+
     @torch.jit.export
     def set_weight_bias(
         self,
