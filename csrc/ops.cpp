@@ -57,38 +57,15 @@ void for_each_tile_range(const SparseLinearPackedParams& p, int64_t M, const Fn&
   at::parallel_for(0, T, grain, [&](int64_t t0, int64_t t1) { fn(plan, t0, t1); });
 }
 
-at::Tensor qlinear_static(const at::Tensor& X, const Packed& packed, double y_scale,
-                          int64_t y_zero_point, bool relu, const char* op) {
-  const SparseLinearPackedParams& p = *packed;
-  TORCH_CHECK_TYPE(X.is_quantized() && X.scalar_type() == at::kQUInt8, op,
-                   ": input must be a quantized tensor of dtype torch.quint8, got ",
-                   X.is_quantized() ? c10::toString(X.scalar_type())
-                                    : "an unquantized " +
-                                          std::string(c10::toString(X.scalar_type())) +
-                                          " tensor (use qlinear_dynamic for float input)");
-  TORCH_CHECK_VALUE(X.qscheme() == at::kPerTensorAffine, op,
-                    ": input must be quantized per tensor, got ", c10::toString(X.qscheme()));
-  check_input_rank(X, p, op);
-  TORCH_CHECK_VALUE(std::isfinite(y_scale) && y_scale > 0 &&
-                        static_cast<float>(y_scale) > 0 &&
-                        std::isfinite(static_cast<float>(y_scale)),
-                    op, ": output scale must be finite and positive, got ", y_scale);
-  TORCH_CHECK_VALUE(y_zero_point >= 0 && y_zero_point <= 255, op,
-                    ": output zero point must be in [0, 255] for quint8, got ", y_zero_point);
-  const double x_scale = X.q_scale();
-  const int64_t x_zp = X.q_zero_point();
-  TORCH_CHECK_VALUE(std::isfinite(x_scale) && x_scale > 0, op,
-                    ": input scale must be finite and positive, got ", x_scale);
-  TORCH_CHECK_VALUE(x_zp >= 0 && x_zp <= 255, op,
-                    ": input zero point must be in [0, 255], got ", x_zp);
-
+// The static product of activation rows X (uint8 values in quint8 or uint8
+// storage) with explicit qparams, requantized into y (M x N uint8).
+void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
+                        const SparseLinearPackedParams& p, double y_scale, int64_t y_zero_point,
+                        bool relu, uint8_t* y, const char* op) {
   const BcsrMatrix& w = p.weight();
   const int64_t K = w.K, N = w.N, Kp = w.padded_k(), Np = w.padded_n();
   const int64_t M = X.numel() / K;
-  at::Tensor Y = at::_empty_affine_quantized(output_sizes(X, N),
-                                             at::device(at::kCPU).dtype(at::kQUInt8), y_scale,
-                                             y_zero_point);
-  if (M == 0) return Y;
+  if (M == 0) return;
 
   const float xs = static_cast<float>(x_scale), ys = static_cast<float>(y_scale);
   std::vector<float> requant(Np), bias_scaled(Np);
@@ -111,7 +88,7 @@ at::Tensor qlinear_static(const at::Tensor& X, const Packed& packed, double y_sc
   a.x = static_cast<const uint8_t*>(x.data_ptr());
   a.ldx = Kp;
   a.x_zero_point = static_cast<int32_t>(x_zp);
-  a.y = reinterpret_cast<uint8_t*>(Y.data_ptr<c10::quint8>());
+  a.y = y;
   a.ldy = N;
   a.requant_scale = requant.data();
   a.bias_scaled = bias_scaled.data();
@@ -121,6 +98,57 @@ at::Tensor qlinear_static(const at::Tensor& X, const Packed& packed, double y_sc
   for_each_tile_range(p, M, [&](const KernelPlan& plan, int64_t t0, int64_t t1) {
     plan.run_static(a, 0, M, t0, t1);
   });
+}
+
+void check_static_qparams(double x_scale, int64_t x_zp, double y_scale, int64_t y_zero_point,
+                          const char* op) {
+  TORCH_CHECK_VALUE(std::isfinite(y_scale) && y_scale > 0 &&
+                        static_cast<float>(y_scale) > 0 &&
+                        std::isfinite(static_cast<float>(y_scale)),
+                    op, ": output scale must be finite and positive, got ", y_scale);
+  TORCH_CHECK_VALUE(y_zero_point >= 0 && y_zero_point <= 255, op,
+                    ": output zero point must be in [0, 255], got ", y_zero_point);
+  TORCH_CHECK_VALUE(std::isfinite(x_scale) && x_scale > 0, op,
+                    ": input scale must be finite and positive, got ", x_scale);
+  TORCH_CHECK_VALUE(x_zp >= 0 && x_zp <= 255, op,
+                    ": input zero point must be in [0, 255], got ", x_zp);
+}
+
+at::Tensor qlinear_static(const at::Tensor& X, const Packed& packed, double y_scale,
+                          int64_t y_zero_point, bool relu, const char* op) {
+  const SparseLinearPackedParams& p = *packed;
+  TORCH_CHECK_TYPE(X.is_quantized() && X.scalar_type() == at::kQUInt8, op,
+                   ": input must be a quantized tensor of dtype torch.quint8, got ",
+                   X.is_quantized() ? c10::toString(X.scalar_type())
+                                    : "an unquantized " +
+                                          std::string(c10::toString(X.scalar_type())) +
+                                          " tensor (use qlinear_dynamic for float input)");
+  TORCH_CHECK_VALUE(X.qscheme() == at::kPerTensorAffine, op,
+                    ": input must be quantized per tensor, got ", c10::toString(X.qscheme()));
+  check_input_rank(X, p, op);
+  check_static_qparams(X.q_scale(), X.q_zero_point(), y_scale, y_zero_point, op);
+  at::Tensor Y = at::_empty_affine_quantized(output_sizes(X, p.out_features()),
+                                             at::device(at::kCPU).dtype(at::kQUInt8), y_scale,
+                                             y_zero_point);
+  run_static_product(X, X.q_scale(), X.q_zero_point(), p, y_scale, y_zero_point, relu,
+                     reinterpret_cast<uint8_t*>(Y.data_ptr<c10::quint8>()), op);
+  return Y;
+}
+
+at::Tensor qlinear_static_uint8(const at::Tensor& X, double x_scale, int64_t x_zero_point,
+                                const Packed& packed, double y_scale, int64_t y_zero_point,
+                                bool relu, const char* op) {
+  const SparseLinearPackedParams& p = *packed;
+  TORCH_CHECK_TYPE(!X.is_quantized() && X.scalar_type() == at::kByte, op,
+                   ": input must be a uint8 tensor, got ",
+                   X.is_quantized() ? "a quantized " + std::string(c10::toString(X.scalar_type())) +
+                                          " tensor (use qlinear for quantized input)"
+                                    : c10::toString(X.scalar_type()));
+  check_input_rank(X, p, op);
+  check_static_qparams(x_scale, x_zero_point, y_scale, y_zero_point, op);
+  at::Tensor Y = at::empty(output_sizes(X, p.out_features()), at::kByte);
+  run_static_product(X, x_scale, x_zero_point, p, y_scale, y_zero_point, relu,
+                     Y.data_ptr<uint8_t>(), op);
   return Y;
 }
 
@@ -191,6 +219,13 @@ Packed qlinear_prepack(const at::Tensor& W, const std::optional<at::Tensor>& B,
                                            in_features_block_size);
 }
 
+Packed qlinear_prepack_int8(const at::Tensor& W, const at::Tensor& W_scales,
+                            const std::optional<at::Tensor>& B, int64_t out_features_block_size,
+                            int64_t in_features_block_size) {
+  return SparseLinearPackedParams::prepack_int8(W, W_scales, B, out_features_block_size,
+                                                in_features_block_size);
+}
+
 std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>> qlinear_unpack(
     const Packed& packed) {
   return packed->unpack();
@@ -202,6 +237,18 @@ at::Tensor qlinear(const at::Tensor& X, const Packed& p, double y_scale, int64_t
 
 at::Tensor qlinear_relu(const at::Tensor& X, const Packed& p, double y_scale, int64_t y_zp) {
   return qlinear_static(X, p, y_scale, y_zp, true, "torch_sparse_backend::qlinear_relu");
+}
+
+at::Tensor qlinear_uint8(const at::Tensor& X, double x_scale, int64_t x_zp, const Packed& p,
+                         double y_scale, int64_t y_zp) {
+  return qlinear_static_uint8(X, x_scale, x_zp, p, y_scale, y_zp, false,
+                              "torch_sparse_backend::qlinear_uint8");
+}
+
+at::Tensor qlinear_relu_uint8(const at::Tensor& X, double x_scale, int64_t x_zp, const Packed& p,
+                              double y_scale, int64_t y_zp) {
+  return qlinear_static_uint8(X, x_scale, x_zp, p, y_scale, y_zp, true,
+                              "torch_sparse_backend::qlinear_relu_uint8");
 }
 
 at::Tensor qlinear_dynamic(const at::Tensor& X, const Packed& p) {
@@ -253,7 +300,20 @@ TORCH_LIBRARY(torch_sparse_backend, m) {
                     static_cast<double>(w.block_rows() * w.block_cols());
            })
       .def("packed_bytes",
-           [](const Packed& self) { return static_cast<int64_t>(self->plan().packed_bytes()); });
+           [](const Packed& self) { return static_cast<int64_t>(self->plan().packed_bytes()); })
+      // What torch.compile / torch.export see of the object (the fake class in
+      // torch_sparse_backend/_fake.py is rebuilt from it): sizes and metadata.
+      .def("__obj_flatten__", [](const Packed& self) {
+        const BcsrMatrix& w = self->weight();
+        return std::make_tuple(
+            std::make_tuple(std::string("out_features"), w.N),
+            std::make_tuple(std::string("in_features"), w.K),
+            std::make_tuple(std::string("block_shape"), std::vector<int64_t>{w.rb, w.cb}),
+            std::make_tuple(std::string("num_blocks"), w.num_blocks()),
+            std::make_tuple(std::string("kernel"), std::string(self->plan().name())),
+            std::make_tuple(std::string("packed_bytes"),
+                            static_cast<int64_t>(self->plan().packed_bytes())));
+      });
 
   // Schemas name the class by its TorchScript qualified name.
   const std::string cls = "__torch__.torch.classes.torch_sparse_backend.SparseLinearPackedParams";
@@ -263,11 +323,23 @@ TORCH_LIBRARY(torch_sparse_backend, m) {
   def("qlinear(Tensor X, " + cls + " W_prepack, float Y_scale, int Y_zero_point) -> Tensor Y");
   def("qlinear_relu(Tensor X, " + cls + " W_prepack, float Y_scale, int Y_zero_point) -> Tensor Y");
   def("qlinear_dynamic(Tensor X, " + cls + " W_prepack) -> Tensor Y");
+  // The same ops on plain integer tensors, with no quantized dtype.
+  def("qlinear_prepack_int8(Tensor W, Tensor W_scales, Tensor? B, int out_features_block_size, "
+      "int in_features_block_size) -> " + cls);
+  def("qlinear_uint8(Tensor X, float X_scale, int X_zero_point, " + cls +
+      " W_prepack, float Y_scale, int Y_zero_point) -> Tensor Y");
+  def("qlinear_relu_uint8(Tensor X, float X_scale, int X_zero_point, " + cls +
+      " W_prepack, float Y_scale, int Y_zero_point) -> Tensor Y");
   def("qlinear_relu_dynamic(Tensor X, " + cls + " W_prepack) -> Tensor Y");
   m.def(torch::schema(("qlinear_unpack(" + cls +
                        " W_prepack) -> (Tensor W_origin, Tensor? B_origin, int[] block_pattern)")
                           .c_str()),
         qlinear_unpack);
+  m.def(torch::schema(("qlinear_unpack_int8(" + cls +
+                       " W_prepack) -> (Tensor W_int8, Tensor W_scales, Tensor? B_origin, "
+                       "int[] block_pattern)")
+                          .c_str()),
+        [](const Packed& p) { return p->unpack_int8(); });
   m.def(torch::schema(("_with_kernel(" + cls + " W_prepack, str kernel) -> " + cls).c_str()),
         [](const Packed& p, const std::string& kernel) { return p->with_variant(kernel); });
   m.def("_active_kernel() -> str", [] { return active_variant(); });
@@ -281,6 +353,9 @@ TORCH_LIBRARY_IMPL(torch_sparse_backend, CompositeExplicitAutograd, m) {
   m.impl("qlinear", qlinear);
   m.impl("qlinear_relu", qlinear_relu);
   m.impl("qlinear_dynamic", qlinear_dynamic);
+  m.impl("qlinear_prepack_int8", qlinear_prepack_int8);
+  m.impl("qlinear_uint8", qlinear_uint8);
+  m.impl("qlinear_relu_uint8", qlinear_relu_uint8);
   m.impl("qlinear_relu_dynamic", qlinear_relu_dynamic);
 }
 

@@ -148,9 +148,45 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack(
     TORCH_CHECK_VALUE(false, "qlinear_prepack: unsupported weight qscheme ", c10::toString(qs),
                       "; expected per-tensor or per-channel (axis 0) affine");
   }
-  const at::Tensor w = weight.int_repr().contiguous();
-  BcsrMatrix m = pack_bcsr(w.data_ptr<int8_t>(), N, K, out_features_block_size,
-                           in_features_block_size);
+  return from_int8(weight.int_repr(), per_channel, std::move(scales), bias,
+                   out_features_block_size, in_features_block_size);
+}
+
+c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack_int8(
+    const at::Tensor& weight, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
+    int64_t out_features_block_size, int64_t in_features_block_size) {
+  const char* op = "qlinear_prepack_int8";
+  TORCH_CHECK_TYPE(!weight.is_quantized() && weight.scalar_type() == at::kChar, op,
+                   ": weight must be an int8 tensor, got ",
+                   weight.is_quantized() ? "a quantized tensor (use qlinear_prepack)"
+                                         : c10::toString(weight.scalar_type()));
+  TORCH_CHECK_VALUE(weight.device().is_cpu(), op, ": weight must be on the CPU");
+  TORCH_CHECK_VALUE(weight.dim() == 2, op,
+                    ": weight must be 2-D [out_features, in_features], got ", weight.dim(), "-D");
+  const std::string shape_err = check_shape(weight.size(0), weight.size(1),
+                                            out_features_block_size, in_features_block_size);
+  TORCH_CHECK_VALUE(shape_err.empty(), op, ": ", shape_err);
+  TORCH_CHECK_TYPE(!scales.is_quantized() && (scales.scalar_type() == at::kDouble ||
+                                              scales.scalar_type() == at::kFloat),
+                   op, ": weight scales must be a float32 or float64 tensor, got ",
+                   scales.is_quantized() ? "a quantized tensor" : c10::toString(scales.scalar_type()));
+  const int64_t N = weight.size(0);
+  TORCH_CHECK_VALUE(scales.dim() <= 1 && (scales.numel() == 1 || scales.numel() == N), op,
+                    ": weight scales must have 1 element (per tensor) or out_features=", N,
+                    " elements (per channel), got shape ", scales.sizes());
+  const at::Tensor s = scales.to(at::kDouble).contiguous();
+  std::vector<double> sc(s.data_ptr<double>(), s.data_ptr<double>() + s.numel());
+  const bool per_channel = scales.dim() == 1 && scales.numel() == N && N > 1;
+  if (!per_channel) sc.resize(1);
+  return from_int8(weight, per_channel, std::move(sc), bias, out_features_block_size,
+                   in_features_block_size);
+}
+
+c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::from_int8(
+    const at::Tensor& weight, bool per_channel, std::vector<double> scales,
+    const std::optional<at::Tensor>& bias, int64_t rb, int64_t cb) {
+  const at::Tensor w = weight.contiguous();
+  BcsrMatrix m = pack_bcsr(w.data_ptr<int8_t>(), w.size(0), w.size(1), rb, cb);
   return c10::make_intrusive<SparseLinearPackedParams>(std::move(m), per_channel,
                                                        std::move(scales), bias);
 }
@@ -207,21 +243,25 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::from_stat
                                                        std::move(sc), bias);
 }
 
-std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>>
-SparseLinearPackedParams::unpack() const {
+std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>>
+SparseLinearPackedParams::unpack_int8() const {
   at::Tensor w = at::empty({weight_.N, weight_.K}, at::kChar);
   unpack_bcsr(weight_, w.data_ptr<int8_t>());
+  std::optional<at::Tensor> b;
+  if (bias_tensor_.has_value()) b = bias_tensor_->clone();
+  return {w, at::tensor(at::ArrayRef<double>(scales_), at::kDouble), b, {weight_.rb, weight_.cb}};
+}
+
+std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>>
+SparseLinearPackedParams::unpack() const {
+  auto [w, scales, b, block] = unpack_int8();
   at::Tensor q;
   if (per_channel_) {
-    q = at::_make_per_channel_quantized_tensor(
-        w, at::tensor(at::ArrayRef<double>(scales_), at::kDouble),
-        at::zeros({weight_.N}, at::kLong), 0);
+    q = at::_make_per_channel_quantized_tensor(w, scales, at::zeros({weight_.N}, at::kLong), 0);
   } else {
     q = at::_make_per_tensor_quantized_tensor(w, scales_[0], 0);
   }
-  std::optional<at::Tensor> b;
-  if (bias_tensor_.has_value()) b = bias_tensor_->clone();
-  return {q, b, {weight_.rb, weight_.cb}};
+  return {q, b, block};
 }
 
 }  // namespace tsb

@@ -36,6 +36,11 @@ struct SparseLinearPackedParams : torch::CustomClassHolder {
   static c10::intrusive_ptr<SparseLinearPackedParams> prepack(
       const at::Tensor& weight, const std::optional<at::Tensor>& bias,
       int64_t out_features_block_size, int64_t in_features_block_size);
+  // The same from a plain int8 weight and its scales (1 element: per tensor;
+  // out_features elements: per output channel), with no quantized dtype.
+  static c10::intrusive_ptr<SparseLinearPackedParams> prepack_int8(
+      const at::Tensor& weight, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
+      int64_t out_features_block_size, int64_t in_features_block_size);
   static c10::intrusive_ptr<SparseLinearPackedParams> from_state(SerializedState state);
 
   SerializedState state() const;
@@ -43,6 +48,9 @@ struct SparseLinearPackedParams : torch::CustomClassHolder {
   c10::intrusive_ptr<SparseLinearPackedParams> with_variant(const std::string& variant) const;
   // (weight qint8 [N, K], bias or None, [rb, cb]) exactly as given to prepack.
   std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>> unpack() const;
+  // (weight int8 [N, K], scales float64 [1 or N], bias or None, [rb, cb]).
+  std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>>
+  unpack_int8() const;
 
   int64_t out_features() const { return weight_.N; }
   int64_t in_features() const { return weight_.K; }
@@ -55,6 +63,10 @@ struct SparseLinearPackedParams : torch::CustomClassHolder {
   const std::vector<float>& bias_values() const { return bias_; }
 
  private:
+  static c10::intrusive_ptr<SparseLinearPackedParams> from_int8(
+      const at::Tensor& weight, bool per_channel, std::vector<double> scales,
+      const std::optional<at::Tensor>& bias, int64_t rb, int64_t cb);
+
   BcsrMatrix weight_;
   bool per_channel_;
   std::vector<double> scales_;

@@ -11,7 +11,7 @@ from ._extension import load as _load
 
 _load()
 
-from . import nn  # noqa: E402
+from . import _fake, nn  # noqa: E402,F401
 from ._density import DEFAULT_MAX_DENSITY, block_density  # noqa: E402
 from ._info import info  # noqa: E402
 from ._summary import summary  # noqa: E402

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.ao.nn.quantized.modules.utils import _quantize_weight
 
-__all__ = ["SparseLinearBase", "block_shape_of", "quantize_float_weight"]
+__all__ = ["SparseLinearBase", "block_shape_of", "quantize_float_weight", "quantize_weight_int8"]
 
 _OPS = torch.ops.torch_sparse_backend
 
@@ -46,6 +46,22 @@ def quantize_float_weight(weight: torch.Tensor, observer: Any) -> torch.Tensor:
     return _quantize_weight(weight.float(), observer)
 
 
+def quantize_weight_int8(weight: torch.Tensor, per_channel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization of a float weight on plain tensors (no quantized dtype).
+
+    The scales are those of torch's symmetric qint8 min/max weight observers,
+    ``max|w| / 127.5`` per output channel (or per tensor), at least float32 eps;
+    values are ``clamp(round_half_even(w * float32(1 / scale)), -128, 127)``, the
+    rounding of torch's quantize functions. Returns (int8 weight, float64 scales).
+    """
+    w = weight.detach().float()
+    amax = w.abs().amax(dim=1) if per_channel else w.abs().amax().reshape(1)
+    scales = (amax / 127.5).clamp(min=torch.finfo(torch.float32).eps)
+    inverse = 1.0 / (scales[:, None] if per_channel else scales)
+    w_int8 = torch.clamp(torch.round(w * inverse), -128, 127).to(torch.int8)
+    return w_int8, scales.double()
+
+
 class SparseLinearBase(torch.nn.Module):
     """Holds the prepacked weight; subclasses define forward and the float conversion."""
 
@@ -66,11 +82,9 @@ class SparseLinearBase(torch.nn.Module):
             raise ValueError(f"sparse quantized Linear supports only torch.qint8 weights, got {dtype}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        weight = torch._make_per_tensor_quantized_tensor(
-            torch.zeros(self.out_features, self.in_features, dtype=torch.int8), 1.0, 0
-        )
+        weight = torch.zeros(self.out_features, self.in_features, dtype=torch.int8)
         b = torch.zeros(self.out_features, dtype=torch.float) if bias else None
-        self.set_weight_bias(weight, b, row_block_size, col_block_size)
+        self.set_int8_weight_bias(weight, torch.ones(1, dtype=torch.double), b, row_block_size, col_block_size)
 
     @classmethod
     def from_quantized(cls, dense: torch.nn.Module, sparse_block_shape: tuple[int, int]):
@@ -99,6 +113,26 @@ class SparseLinearBase(torch.nn.Module):
         self._packed_params = _OPS.qlinear_prepack(w, b, row_block_size, col_block_size)
         self.out_features = w.size(0)
         self.in_features = w.size(1)
+
+    @torch.jit.export
+    def set_int8_weight_bias(
+        self,
+        w: torch.Tensor,
+        w_scales: torch.Tensor,
+        b: torch.Tensor | None,
+        row_block_size: int,
+        col_block_size: int,
+    ) -> None:
+        """Sets the weight from a plain int8 tensor and its scales (1 or out_features values)."""
+        self._packed_params = _OPS.qlinear_prepack_int8(w, w_scales, b, row_block_size, col_block_size)
+        self.out_features = w.size(0)
+        self.in_features = w.size(1)
+
+    @torch.jit.export
+    def int8_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(int8 weight, float64 scales, bias), without quantized dtypes."""
+        w, scales, b, _ = _OPS.qlinear_unpack_int8(self._packed_params)
+        return w, scales, b
 
     @torch.jit.export
     def _weight_bias(self) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.ao.nn.intrinsic as nni
 
-from ._base import SparseLinearBase, block_shape_of, quantize_float_weight
+from ._base import SparseLinearBase, block_shape_of, quantize_float_weight, quantize_weight_int8
 
 __all__ = ["Linear", "LinearReLU"]
 
@@ -45,6 +45,12 @@ class Linear(SparseLinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _OPS.qlinear(x, self._packed_params, self.scale, self.zero_point)
+
+    @torch.jit.export
+    def forward_uint8(self, x: torch.Tensor, x_scale: float, x_zero_point: int) -> torch.Tensor:
+        """``forward`` on plain tensors: uint8 input with its qparams, uint8 output
+        whose qparams are ``self.scale`` and ``self.zero_point``."""
+        return _OPS.qlinear_uint8(x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -99,6 +105,26 @@ class Linear(SparseLinearBase):
         return qlinear
 
     @classmethod
+    def from_linear(
+        cls,
+        linear: torch.nn.Linear,
+        output_scale: float,
+        output_zero_point: int,
+        sparse_block_shape: tuple[int, int] | None = None,
+        per_channel: bool = True,
+    ):
+        """Builds the module from a float ``nn.Linear`` and the output qparams, without
+        torch.ao or quantized dtypes (use it through :meth:`forward_uint8`)."""
+        rb, cb = sparse_block_shape if sparse_block_shape is not None else block_shape_of(linear)
+        w_int8, scales = quantize_weight_int8(linear.weight, per_channel)
+        bias = None if linear.bias is None else linear.bias.detach()
+        qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
+        qlinear.set_int8_weight_bias(w_int8, scales, bias, rb, cb)
+        qlinear.scale = float(output_scale)
+        qlinear.zero_point = int(output_zero_point)
+        return qlinear
+
+    @classmethod
     def from_reference(
         cls,
         ref_qlinear: torch.nn.Module,
@@ -130,3 +156,9 @@ class LinearReLU(Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _OPS.qlinear_relu(x, self._packed_params, self.scale, self.zero_point)
+
+    @torch.jit.export
+    def forward_uint8(self, x: torch.Tensor, x_scale: float, x_zero_point: int) -> torch.Tensor:
+        return _OPS.qlinear_relu_uint8(
+            x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point
+        )

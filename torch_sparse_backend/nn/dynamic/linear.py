@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.ao.nn.intrinsic as nni
 
-from .._base import SparseLinearBase, block_shape_of, quantize_float_weight
+from .._base import SparseLinearBase, block_shape_of, quantize_float_weight, quantize_weight_int8
 
 __all__ = ["Linear", "LinearReLU"]
 
@@ -52,6 +52,25 @@ class Linear(SparseLinearBase):
         qweight = quantize_float_weight(linear.weight, weight_observer)
         qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
         qlinear.set_weight_bias(qweight, linear.bias, rb, cb)
+        return qlinear
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: torch.nn.Linear,
+        sparse_block_shape: tuple[int, int] | None = None,
+        per_channel: bool = True,
+    ):
+        """Builds the module from a float ``nn.Linear`` without torch.ao or quantized dtypes.
+
+        The block shape is ``sparse_block_shape`` or ``linear.sparse_params``; the
+        weight is quantized with :func:`quantize_weight_int8`.
+        """
+        rb, cb = sparse_block_shape if sparse_block_shape is not None else block_shape_of(linear)
+        w_int8, scales = quantize_weight_int8(linear.weight, per_channel)
+        bias = None if linear.bias is None else linear.bias.detach()
+        qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
+        qlinear.set_int8_weight_bias(w_int8, scales, bias, rb, cb)
         return qlinear
 
     @classmethod
