@@ -158,3 +158,22 @@ def test_eager_mapping_max_density_override():
             _sparsified(), {torch.nn.Linear},
             mapping=tsb.get_default_dynamic_sparse_quant_module_mappings(max_density=1.5),
         )
+
+
+def test_fx_result_scripts_with_annotated_forward():
+    # demo.MLP annotates forward under `from __future__ import annotations`, which
+    # torch's own convert_fx output cannot script; ours can.
+    from torch_sparse_backend.demo import FEATURES, MLP, _sparsify
+
+    model = MLP().eval()
+    _sparsify(model, 0.8, (1, 4))
+    x = torch.randn(4, FEATURES)
+    prepared = prepare_fx(model, tq.get_default_qconfig_mapping("x86"), (x,),
+                          backend_config=tsb.get_sparse_backend_config())
+    prepared(x)
+    converted = tsb.convert_fx(prepared)
+    assert type(converted.fc2) is tsb.nn.Linear
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(converted), buf)
+    buf.seek(0)
+    assert torch.equal(torch.jit.load(buf)(x), converted(x))

@@ -2,9 +2,10 @@
 
 Everything is made in code (no downloads): a 3-layer MLP with random weights is
 pruned to 80% block sparsity (1x4) with torch.ao.pruning, quantized static and
-dynamic through the standard torch.ao flow with this package's mappings,
-round-tripped through TorchScript, and compared with torch's dense int8, fp32
-and torch's own sparse modules.
+dynamic through the standard torch.ao flows with this package's hooks (eager
+``convert`` with our mappings, FX ``prepare_fx`` with our BackendConfig and
+``torch_sparse_backend.convert_fx``), round-tripped through TorchScript, and
+compared with torch's dense int8, fp32 and torch's own sparse modules.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 import torch
 import torch.ao.quantization as tq
 from torch.ao.pruning import WeightNormSparsifier
+from torch.ao.quantization.quantize_fx import prepare_fx
 
 import torch_sparse_backend as tsb
 
@@ -84,6 +86,17 @@ def _quantize_dynamic(model: torch.nn.Module, mapping: dict | None) -> torch.nn.
     return tq.quantize_dynamic(m, {torch.nn.Linear: tq.default_dynamic_qconfig}, mapping=mapping)
 
 
+def _quantize_fx(model: torch.nn.Module, calib: torch.Tensor, mode: str) -> torch.nn.Module:
+    if mode == "static":
+        qconfig_mapping = tq.get_default_qconfig_mapping("x86")
+    else:
+        qconfig_mapping = tq.QConfigMapping().set_global(tq.default_dynamic_qconfig)
+    prepared = prepare_fx(copy.deepcopy(model).eval(), qconfig_mapping, (calib,),
+                          backend_config=tsb.get_sparse_backend_config())
+    prepared(calib)
+    return tsb.convert_fx(prepared)
+
+
 def _torch_sparse_static(model: torch.nn.Module, calib: torch.Tensor) -> torch.nn.Module:
     mapping = dict(tq.get_default_static_quant_module_mappings())
     mapping.update(tq.get_default_static_sparse_quant_module_mappings())
@@ -109,7 +122,7 @@ def main(sparsity: float = 0.8, block: tuple[int, int] = (1, 4)) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     torch.manual_seed(0)
-    n = 6
+    n = 7
     engine = torch.backends.quantized.engine
     _stage(1, n, f"float MLP {FEATURES}->{HIDDEN}->{HIDDEN}->{CLASSES}, batch {BATCH}, "
            f"kernel '{tsb.info()['active_kernel']}', quantized engine '{engine}'")
@@ -122,27 +135,33 @@ def main(sparsity: float = 0.8, block: tuple[int, int] = (1, 4)) -> int:
     _sparsify(model, sparsity, block)
     with torch.no_grad():
         ref = model(eval_x)
-    density = float((model.fc2.weight != 0).float().mean())
-    print(f"      fc2 weight density after pruning: {density:.3f}")
+    print(f"      fc2 block density after pruning: {tsb.block_density(model.fc2.weight, block):.3f}")
 
-    _stage(3, n, "static quantization: prepare, calibrate, convert with our mappings")
+    _stage(3, n, "eager mode, static: prepare, calibrate, convert with our mappings")
     ours_static = _quantize_static(model, calib, tsb.get_default_static_sparse_quant_module_mappings())
     dense_static = _quantize_static(model, calib, None)
     print(f"      fc2 -> {ours_static.fc2}")
 
-    _stage(4, n, "dynamic quantization: convert with our mappings")
+    _stage(4, n, "eager mode, dynamic: convert with our mappings")
     ours_dynamic = _quantize_dynamic(model, tsb.get_default_dynamic_sparse_quant_module_mappings())
     dense_dynamic = _quantize_dynamic(model, None)
 
-    _stage(5, n, "TorchScript: script, save, load")
-    ours_static_ts = _script_roundtrip(ours_static)
-    ours_dynamic_ts = _script_roundtrip(ours_dynamic)
-    with torch.no_grad():
-        same_static = torch.equal(ours_static_ts(eval_x), ours_static(eval_x))
-        same_dynamic = torch.equal(ours_dynamic_ts(eval_x), ours_dynamic(eval_x))
-    print(f"      loaded models give identical outputs: static {same_static}, dynamic {same_dynamic}")
+    _stage(5, n, "FX graph mode: prepare_fx with our BackendConfig, calibrate, tsb.convert_fx")
+    fx_static = _quantize_fx(model, calib, "static")
+    fx_dynamic = _quantize_fx(model, calib, "dynamic")
+    tsb.summary(fx_static)
 
-    _stage(6, n, "accuracy and latency (median of 30 runs, 1 thread)")
+    _stage(6, n, "TorchScript: script, save, load (eager and FX models)")
+    same = True
+    scripted = {}
+    with torch.no_grad():
+        for key, m in (("static", ours_static), ("dynamic", ours_dynamic),
+                       ("fx static", fx_static), ("fx dynamic", fx_dynamic)):
+            scripted[key] = _script_roundtrip(m)
+            same &= torch.equal(scripted[key](eval_x), m(eval_x))
+    print(f"      loaded models give identical outputs: {same}")
+
+    _stage(7, n, "accuracy and latency (median of 30 runs, 1 thread)")
     rows = []
     torch_sparse = {}
     with torch.no_grad():
@@ -164,10 +183,7 @@ def main(sparsity: float = 0.8, block: tuple[int, int] = (1, 4)) -> int:
         try:
             fp32_ms = _median_ms(lambda: model(x))
             rows.append(("fp32 (pruned weights)", "", _agreement(ref, ref), 0.0, fp32_ms))
-            for mode, ours, dense in (
-                ("static", ours_static_ts, dense_static),
-                ("dynamic", ours_dynamic_ts, dense_dynamic),
-            ):
+            for mode, dense in (("static", dense_static), ("dynamic", dense_dynamic)):
                 dense_out = dense(eval_x)
                 dense_ms = _median_ms(lambda: dense(x))
                 rows.append((f"torch dense int8 ({engine})", mode, _agreement(dense_out, ref), 0.0, dense_ms))
@@ -184,10 +200,12 @@ def main(sparsity: float = 0.8, block: tuple[int, int] = (1, 4)) -> int:
                         print(f"      torch's sparse {mode} model fails: {str(e).splitlines()[0]}")
                     finally:
                         torch.backends.quantized.engine = prev_engine
-                ours_out = ours(eval_x)
-                ours_ms = _median_ms(lambda: ours(x))
-                rows.append(("torch_sparse_backend", mode, _agreement(ours_out, ref),
-                             float((ours_out - dense_out).abs().max()), ours_ms))
+                for label, ours in (("torch_sparse_backend (eager)", scripted[mode]),
+                                    ("torch_sparse_backend (FX)", scripted[f"fx {mode}"])):
+                    ours_out = ours(eval_x)
+                    ours_ms = _median_ms(lambda: ours(x))
+                    rows.append((label, mode, _agreement(ours_out, ref),
+                                 float((ours_out - dense_out).abs().max()), ours_ms))
         finally:
             torch.set_num_threads(threads)
 
@@ -199,7 +217,6 @@ def main(sparsity: float = 0.8, block: tuple[int, int] = (1, 4)) -> int:
         speedup = f"{dense_ms[mode] / ms:.2f}x" if mode in dense_ms else ""
         diff_s = f"{diff:.4f}" if name not in ("fp32 (pruned weights)",) and not name.startswith("torch dense") else ""
         print(f"| {name} | {mode} | {agree:.3f} | {diff_s} | {ms:.3f} | {speedup} |")
-    ok = same_static and same_dynamic
     print()
-    print("demo finished" if ok else "demo FAILED: TorchScript round trip changed the outputs")
-    return 0 if ok else 1
+    print("demo finished" if same else "demo FAILED: TorchScript round trip changed the outputs")
+    return 0 if same else 1

@@ -93,5 +93,12 @@ def convert_fx(
         sparse = sparse_cls.from_quantized(dense, decision.block_shape)
         parent_name, _, attr = name.rpartition(".")
         setattr(quantized.get_submodule(parent_name) if parent_name else quantized, attr, sparse)
+    # torch's GraphModule code spells a torch.Tensor annotation of forward's
+    # arguments or result, written as a string under `from __future__ import
+    # annotations`, as a name torch.jit.script cannot resolve; Tensor is
+    # TorchScript's default type, so such annotations are dropped.
+    for node in quantized.graph.nodes:
+        if node.op in ("placeholder", "output") and node.type in (torch.Tensor, "torch.Tensor", "Tensor"):
+            node.type = None
     quantized.recompile()
     return quantized
