@@ -172,7 +172,7 @@ def test_fx_result_scripts_with_annotated_forward():
                           backend_config=tsb.get_sparse_backend_config())
     prepared(x)
     converted = tsb.convert_fx(prepared)
-    assert type(converted.fc2) is tsb.nn.Linear
+    assert type(converted.fc2) is tsb.nn.LinearReLU  # fc2 + relu2 fused by prepare_fx
     buf = io.BytesIO()
     torch.jit.save(torch.jit.script(converted), buf)
     buf.seek(0)
