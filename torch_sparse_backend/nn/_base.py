@@ -87,16 +87,42 @@ class SparseLinearBase(torch.nn.Module):
         self.set_int8_weight_bias(weight, torch.ones(1, dtype=torch.double), b, row_block_size, col_block_size)
 
     @classmethod
+    def _with_weight(
+        cls,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        block_shape: tuple[int, int],
+        int8_scales: torch.Tensor | None = None,
+    ):
+        """A module holding ``weight`` (qint8, or int8 with ``int8_scales``) and ``bias``."""
+        rb, cb = block_shape
+        module = cls(weight.size(1), weight.size(0), rb, cb, bias=False)
+        bias = None if bias is None else bias.detach()
+        if int8_scales is None:
+            module.set_weight_bias(weight, bias, rb, cb)
+        else:
+            module.set_int8_weight_bias(weight, int8_scales, bias, rb, cb)
+        return module
+
+    @classmethod
+    def _from_linear(cls, linear: torch.nn.Linear, sparse_block_shape, per_channel: bool):
+        block = sparse_block_shape if sparse_block_shape is not None else block_shape_of(linear)
+        w_int8, scales = quantize_weight_int8(linear.weight, per_channel)
+        return cls._with_weight(w_int8, linear.bias, block, scales)
+
+    @classmethod
+    def _from_reference(cls, ref_qlinear: torch.nn.Module, sparse_block_shape):
+        block = sparse_block_shape if sparse_block_shape is not None else block_shape_of(ref_qlinear)
+        return cls._with_weight(ref_qlinear.get_quantized_weight(), ref_qlinear.bias, block)
+
+    @classmethod
     def from_quantized(cls, dense: torch.nn.Module, sparse_block_shape: tuple[int, int]):
         """The sparse module equivalent to torch's dense quantized Linear ``dense``.
 
         Same quantized weight, bias and (static) output qparams; only the block
         shape is new.
         """
-        rb, cb = sparse_block_shape
-        weight, bias = dense.weight(), dense.bias()
-        module = cls(weight.size(1), weight.size(0), rb, cb, bias=False)
-        module.set_weight_bias(weight, bias, rb, cb)
+        module = cls._with_weight(dense.weight(), dense.bias(), sparse_block_shape)
         if hasattr(module, "scale"):
             module.scale = float(dense.scale)
             module.zero_point = int(dense.zero_point)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.ao.nn.intrinsic as nni
 
-from ._base import SparseLinearBase, block_shape_of, quantize_float_weight, quantize_weight_int8
+from ._base import SparseLinearBase, block_shape_of, quantize_float_weight
 
 __all__ = ["Linear", "LinearReLU"]
 
@@ -51,6 +51,11 @@ class Linear(SparseLinearBase):
         """``forward`` on plain tensors: uint8 input with its qparams, uint8 output
         whose qparams are ``self.scale`` and ``self.zero_point``."""
         return _OPS.qlinear_uint8(x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point)
+
+    def _set_output_qparams(self, scale, zero_point) -> "Linear":
+        self.scale = float(scale)
+        self.zero_point = int(zero_point)
+        return self
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
@@ -98,11 +103,7 @@ class Linear(SparseLinearBase):
             weight_observer = mod.qconfig.weight()
         qweight = quantize_float_weight(linear.weight, weight_observer)
         scale, zero_point = mod.activation_post_process.calculate_qparams()
-        qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
-        qlinear.set_weight_bias(qweight, linear.bias, rb, cb)
-        qlinear.scale = float(scale)
-        qlinear.zero_point = int(zero_point)
-        return qlinear
+        return cls._with_weight(qweight, linear.bias, (rb, cb))._set_output_qparams(scale, zero_point)
 
     @classmethod
     def from_linear(
@@ -115,14 +116,8 @@ class Linear(SparseLinearBase):
     ):
         """Builds the module from a float ``nn.Linear`` and the output qparams, without
         torch.ao or quantized dtypes (use it through :meth:`forward_uint8`)."""
-        rb, cb = sparse_block_shape if sparse_block_shape is not None else block_shape_of(linear)
-        w_int8, scales = quantize_weight_int8(linear.weight, per_channel)
-        bias = None if linear.bias is None else linear.bias.detach()
-        qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
-        qlinear.set_int8_weight_bias(w_int8, scales, bias, rb, cb)
-        qlinear.scale = float(output_scale)
-        qlinear.zero_point = int(output_zero_point)
-        return qlinear
+        module = cls._from_linear(linear, sparse_block_shape, per_channel)
+        return module._set_output_qparams(output_scale, output_zero_point)
 
     @classmethod
     def from_reference(
@@ -137,13 +132,8 @@ class Linear(SparseLinearBase):
         The block shape is ``sparse_block_shape`` if given, else the reference
         module's ``sparse_params["sparse_block_shape"]``.
         """
-        rb, cb = sparse_block_shape if sparse_block_shape is not None else block_shape_of(ref_qlinear)
-        qweight = ref_qlinear.get_quantized_weight()
-        qlinear = cls(ref_qlinear.in_features, ref_qlinear.out_features, rb, cb, bias=False)
-        qlinear.set_weight_bias(qweight, ref_qlinear.bias, rb, cb)
-        qlinear.scale = float(output_scale)
-        qlinear.zero_point = int(output_zero_point)
-        return qlinear
+        module = cls._from_reference(ref_qlinear, sparse_block_shape)
+        return module._set_output_qparams(output_scale, output_zero_point)
 
 
 class LinearReLU(Linear):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.ao.nn.intrinsic as nni
 
-from .._base import SparseLinearBase, block_shape_of, quantize_float_weight, quantize_weight_int8
+from .._base import SparseLinearBase, block_shape_of, quantize_float_weight
 
 __all__ = ["Linear", "LinearReLU"]
 
@@ -49,10 +49,7 @@ class Linear(SparseLinearBase):
             from torch.ao.quantization.qconfig import default_dynamic_qconfig
 
             weight_observer = default_dynamic_qconfig.weight()
-        qweight = quantize_float_weight(linear.weight, weight_observer)
-        qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
-        qlinear.set_weight_bias(qweight, linear.bias, rb, cb)
-        return qlinear
+        return cls._with_weight(quantize_float_weight(linear.weight, weight_observer), linear.bias, (rb, cb))
 
     @classmethod
     def from_linear(
@@ -66,23 +63,14 @@ class Linear(SparseLinearBase):
         The block shape is ``sparse_block_shape`` or ``linear.sparse_params``; the
         weight is quantized with :func:`quantize_weight_int8`.
         """
-        rb, cb = sparse_block_shape if sparse_block_shape is not None else block_shape_of(linear)
-        w_int8, scales = quantize_weight_int8(linear.weight, per_channel)
-        bias = None if linear.bias is None else linear.bias.detach()
-        qlinear = cls(linear.in_features, linear.out_features, rb, cb, bias=False)
-        qlinear.set_int8_weight_bias(w_int8, scales, bias, rb, cb)
-        return qlinear
+        return cls._from_linear(linear, sparse_block_shape, per_channel)
 
     @classmethod
     def from_reference(
         cls, ref_qlinear: torch.nn.Module, sparse_block_shape: tuple[int, int] | None = None
     ):
         """Converts a reference quantized Linear (torch.ao.nn.quantized.reference.Linear)."""
-        rb, cb = sparse_block_shape if sparse_block_shape is not None else block_shape_of(ref_qlinear)
-        qweight = ref_qlinear.get_quantized_weight()
-        qlinear = cls(ref_qlinear.in_features, ref_qlinear.out_features, rb, cb, bias=False)
-        qlinear.set_weight_bias(qweight, ref_qlinear.bias, rb, cb)
-        return qlinear
+        return cls._from_reference(ref_qlinear, sparse_block_shape)
 
 
 class LinearReLU(Linear):
