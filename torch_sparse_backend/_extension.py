@@ -129,7 +129,8 @@ def load(verbose: bool | None = None) -> Path:
     if sanitize() and not _asan_runtime_loaded():
         raise ExtensionBuildError(
             "torch_sparse_backend: TORCH_SPARSE_BACKEND_SANITIZE is set but the AddressSanitizer "
-            "runtime is not loaded; run with LD_PRELOAD=$(gcc -print-file-name=libasan.so) "
+            "runtime is not loaded; preload it and the C++ runtime with "
+            'LD_PRELOAD="$(c++ -print-file-name=libasan.so) $(c++ -print-file-name=libstdc++.so)" '
             "(scripts/sanitize_tests.sh does this)"
         )
     if not lib.is_file():
