@@ -16,7 +16,15 @@ bool capability(const std::unordered_map<std::string, c10::IValue>& caps, const 
   return it != caps.end() && it->second.isBool() && it->second.toBool();
 }
 
+// Tensors that come from a caller or a file must hold their data in CPU memory.
+void check_dense_cpu(const at::Tensor& t, const std::string& what) {
+  TORCH_CHECK_TYPE(t.layout() == at::kStrided, what, " must be a dense tensor, got layout ",
+                   t.layout());
+  TORCH_CHECK_VALUE(t.device().is_cpu(), what, " must be on the CPU, got ", t.device());
+}
+
 std::vector<int32_t> int32_vector(const at::Tensor& t, const char* what) {
+  check_dense_cpu(t, std::string("serialized sparse linear state: ") + what);
   TORCH_CHECK_TYPE(t.scalar_type() == at::kInt && t.dim() == 1,
                    "serialized sparse linear state: ", what,
                    " must be a 1-D int32 tensor, got ", t.scalar_type(), " of dim ", t.dim());
@@ -82,10 +90,9 @@ SparseLinearPackedParams::SparseLinearPackedParams(BcsrMatrix weight, bool per_c
     TORCH_CHECK_TYPE(!b.is_quantized() && b.scalar_type() == at::kFloat,
                      "sparse linear bias must be a float32 tensor, got ",
                      b.is_quantized() ? "a quantized tensor" : c10::toString(b.scalar_type()));
+    check_dense_cpu(b, "sparse linear bias");
     TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == N, "sparse linear bias must have shape [",
                       N, "] (out_features), got ", b.sizes());
-    TORCH_CHECK_VALUE(b.device().is_cpu(), "sparse linear bias must be on the CPU, got ",
-                      b.device());
     bias_tensor_ = b.detach().contiguous().clone();
     const float* p = bias_tensor_->data_ptr<float>();
     for (int64_t n = 0; n < N; ++n) {
@@ -227,6 +234,8 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::from_stat
   TORCH_CHECK_VALUE(shape_err.empty(), "serialized sparse linear state: ", shape_err);
   const at::Tensor& scales = tensors[0];
   const at::Tensor& values = tensors[3];
+  check_dense_cpu(scales, "serialized sparse linear state: scales");
+  check_dense_cpu(values, "serialized sparse linear state: values");
   TORCH_CHECK_TYPE(scales.scalar_type() == at::kDouble && scales.dim() == 1,
                    "serialized sparse linear state: scales must be a 1-D float64 tensor");
   TORCH_CHECK_TYPE(values.scalar_type() == at::kChar && values.dim() == 1,

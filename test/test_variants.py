@@ -107,6 +107,26 @@ def test_environment_variable_forces_the_kernel():
     assert "TORCH_SPARSE_BACKEND_KERNEL: unknown kernel variant 'no_such_kernel'" in out.stderr
 
 
+def test_sanitizer_build_is_separate_and_needs_the_asan_runtime(monkeypatch):
+    from torch_sparse_backend import _extension
+
+    monkeypatch.delenv("TORCH_SPARSE_BACKEND_SANITIZE", raising=False)
+    plain = _extension.library_path()
+    monkeypatch.setenv("TORCH_SPARSE_BACKEND_SANITIZE", "1")
+    sanitized = _extension.library_path()
+    assert sanitized.parent.parent == _extension.cache_dir() / "sanitize"
+    assert sanitized.parent.name != plain.parent.name  # the flags are part of the fingerprint
+    assert "-fsanitize=address,undefined" in _extension._extra_cflags()
+
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env["TORCH_SPARSE_BACKEND_SANITIZE"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", "import torch_sparse_backend"], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode != 0
+    assert "AddressSanitizer runtime is not loaded" in out.stderr
+
+
 def test_native_kernel_suite():
     # The torch-free kernel core, built standalone with -Werror, against the reference.
     out = subprocess.run(

@@ -4,6 +4,10 @@ The build is keyed by a fingerprint of every C++ source, the compiler flags, the
 compiler's identity, and the torch and Python versions; a cached build whose
 fingerprint matches is loaded directly, anything else is rebuilt with
 ``torch.utils.cpp_extension`` and ninja.
+
+``TORCH_SPARSE_BACKEND_SANITIZE=1`` builds with AddressSanitizer and
+UndefinedBehaviorSanitizer instead, into a separate cache directory; the process
+must then run with the ASan runtime preloaded (see scripts/sanitize_tests.sh).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ __all__ = ["ExtensionBuildError", "load", "cache_dir", "source_dir", "library_pa
 
 _NAME = "torch_sparse_backend_C"
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+_SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined"]
 _loaded_path: Path | None = None
 
 
@@ -55,9 +60,22 @@ def _compiler_identity() -> str:
         return f"{cxx}: unavailable ({e})"
 
 
+def sanitize() -> bool:
+    """True when ``TORCH_SPARSE_BACKEND_SANITIZE`` asks for the ASan + UBSan build."""
+    return os.environ.get("TORCH_SPARSE_BACKEND_SANITIZE", "") not in ("", "0")
+
+
 def _extra_cflags() -> list[str]:
     extra = os.environ.get("TORCH_SPARSE_BACKEND_CFLAGS", "").split()
-    return _CFLAGS + extra
+    return _CFLAGS + (_SANITIZE_FLAGS if sanitize() else []) + extra
+
+
+def _asan_runtime_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as maps:
+            return "libasan" in maps.read()
+    except OSError:
+        return "libasan" in os.environ.get("LD_PRELOAD", "")
 
 
 def _fingerprint(root: Path) -> str:
@@ -88,6 +106,8 @@ def cache_dir() -> Path:
 
 
 def _build_dir(root: Path) -> Path:
+    if sanitize():
+        return cache_dir() / "sanitize" / _fingerprint(root)
     return cache_dir() / _fingerprint(root)
 
 
@@ -106,6 +126,13 @@ def load(verbose: bool | None = None) -> Path:
     lib = build / f"{_NAME}.so"
     if verbose is None:
         verbose = os.environ.get("TORCH_SPARSE_BACKEND_VERBOSE", "") not in ("", "0")
+    if sanitize() and not _asan_runtime_loaded():
+        raise ExtensionBuildError(
+            "torch_sparse_backend: TORCH_SPARSE_BACKEND_SANITIZE is set but the AddressSanitizer "
+            "runtime is not loaded; preload it and the C++ runtime with "
+            'LD_PRELOAD="$(c++ -print-file-name=libasan.so) $(c++ -print-file-name=libstdc++.so)" '
+            "(scripts/sanitize_tests.sh does this)"
+        )
     if not lib.is_file():
         if shutil.which("ninja") is None and not _ninja_module_available():
             raise ExtensionBuildError(
@@ -127,6 +154,7 @@ def load(verbose: bool | None = None) -> Path:
                 name=_NAME,
                 sources=[str(p) for p in _sources(root)],
                 extra_cflags=_extra_cflags(),
+                extra_ldflags=_SANITIZE_FLAGS if sanitize() else None,
                 extra_include_paths=[str(root)],
                 build_directory=str(build),
                 is_python_module=False,
