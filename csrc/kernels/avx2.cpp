@@ -403,28 +403,33 @@ class Avx2Plan final : public KernelPlan {
 
   // ---- Quads layout ----
 
-  // The 4 activation bytes of 4 pieces (quads idx[0..3]) in one vector:
-  // broadcast loads merged by blends, which keeps the vector ALUs free.
-  static __m128i load_4_quads(const uint8_t* x, const uint16_t* idx) {
-    int32_t v[4];
-    for (int i = 0; i < 4; ++i) std::memcpy(&v[i], x + 4 * int64_t{idx[i]}, 4);
-    __m128i r = _mm_cvtsi32_si128(v[0]);
-    r = _mm_blend_epi32(r, _mm_set1_epi32(v[1]), 0x2);
-    r = _mm_blend_epi32(r, _mm_set1_epi32(v[2]), 0x4);
-    return _mm_blend_epi32(r, _mm_set1_epi32(v[3]), 0x8);
+  // The int16 activations of 4 pieces (quads idx[0..3] of the widened row
+  // x16) in one vector: 64-bit broadcast loads merged by blends, which keeps
+  // the shuffle units free; the 4 indices come from one 64-bit load.
+  static __m256i load_4_quads(const int16_t* x16, const uint16_t* idx) {
+    uint64_t i4;
+    std::memcpy(&i4, idx, sizeof(i4));
+    auto quad = [&](int j) {
+      const int16_t* q = x16 + 4 * ((i4 >> (16 * j)) & 0xffff);
+      return _mm256_castpd_si256(_mm256_broadcast_sd(reinterpret_cast<const double*>(q)));
+    };
+    const __m256i lo = _mm256_blend_epi32(quad(0), quad(1), 0x0c);
+    const __m256i hi = _mm256_blend_epi32(quad(2), quad(3), 0xc0);
+    return _mm256_blend_epi32(lo, hi, 0xf0);
   }
 
   // acc + the products of the first n (<= 8) of 8 pieces (32 weights) with
   // their activations. All 8 indices must be valid quads.
-  static __m256i quads_dot8(__m256i acc, const uint8_t* x, const uint16_t* idx, const int8_t* w,
+  static __m256i quads_dot8(__m256i acc, const int16_t* x16, const uint16_t* idx, const int8_t* w,
                             int n) {
-    __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-    if (n < 8) wv = _mm256_and_si256(wv, lanes_below(n));
-    const __m128i x0 = load_4_quads(x, idx), x1 = load_4_quads(x, idx + 4);
-    const __m256i p0 = _mm256_madd_epi16(_mm256_cvtepu8_epi16(x0),
-                                         _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wv)));
-    const __m256i p1 = _mm256_madd_epi16(_mm256_cvtepu8_epi16(x1),
-                                         _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wv, 1)));
+    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
+    if (n < 8) {  // piece j's weights are the int32 lanes 2j and 2j + 1
+      w0 = _mm256_and_si256(w0, lanes_below(2 * n));
+      w1 = _mm256_and_si256(w1, lanes_below(2 * n - 8));
+    }
+    const __m256i p0 = _mm256_madd_epi16(load_4_quads(x16, idx), w0);
+    const __m256i p1 = _mm256_madd_epi16(load_4_quads(x16, idx + 4), w1);
     return _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
   }
 
@@ -432,37 +437,38 @@ class Avx2Plan final : public KernelPlan {
   // pieces per step; the lanes of the result sum to the output. The last
   // partial group reads the following rows' pieces with weight 0, or, when
   // fewer than 8 pieces are left in the arrays (`readable`), a zero-padded copy.
-  static __m256i quads_row_dot(const uint8_t* x, const uint16_t* idx, const int8_t* w,
+  static __m256i quads_row_dot(const int16_t* x16, const uint16_t* idx, const int8_t* w,
                                int64_t count, int64_t readable) {
     __m256i acc = _mm256_setzero_si256();
     int64_t i = 0;
-    for (; i + 8 <= count; i += 8) acc = quads_dot8(acc, x, idx + i, w + 4 * i, 8);
+    for (; i + 8 <= count; i += 8) acc = quads_dot8(acc, x16, idx + i, w + 4 * i, 8);
     const int tail = static_cast<int>(count - i);
     if (tail == 0) return acc;
-    if (i + 8 <= readable) return quads_dot8(acc, x, idx + i, w + 4 * i, tail);
+    if (i + 8 <= readable) return quads_dot8(acc, x16, idx + i, w + 4 * i, tail);
     uint16_t tail_idx[8] = {};
     alignas(32) int8_t tail_w[32] = {};
     std::memcpy(tail_idx, idx + i, static_cast<size_t>(tail) * sizeof(uint16_t));
     std::memcpy(tail_w, w + 4 * i, static_cast<size_t>(tail) * 4);
-    return quads_dot8(acc, x, tail_idx, tail_w, tail);
+    return quads_dot8(acc, x16, tail_idx, tail_w, tail);
   }
 
   template <class Epilogue>
   void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m, int32_t x_zp, int64_t t_begin,
                   int64_t t_end) const {
-    // Pieces read whole quads; when the row ends inside one, use a copy.
-    if (kp_ % 4 != 0) {
-      uint8_t* padded = thread_scratch<uint8_t>(static_cast<size_t>(quads_ * 4));
-      std::memcpy(padded, x, static_cast<size_t>(kp_));
-      std::memset(padded + kp_, 0, static_cast<size_t>(quads_ * 4 - kp_));
-      x = padded;
+    // The row widened to int16 once, zero-padded to whole quads.
+    const int64_t width = quads_ * 4;
+    int16_t* x16 = thread_scratch<int16_t>(static_cast<size_t>(width));
+    int64_t k = 0;
+    for (; k + 16 <= kp_; k += 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(x16 + k), load_row16_epu8(x + k, 16));
     }
+    for (; k < width; ++k) x16[k] = k < kp_ ? x[k] : 0;
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc[8];
       int64_t p = tile_start_[t];
       for (int64_t r = 0; r < 8; ++r) {
         const int64_t count = row_count_[t * kTileRows + r];
-        acc[r] = quads_row_dot(x, quad_idx_.data() + p, weights_.data() + 4 * p, count,
+        acc[r] = quads_row_dot(x16, quad_idx_.data() + p, weights_.data() + 4 * p, count,
                                static_cast<int64_t>(quad_idx_.size()) - p);
         p += count;
       }
