@@ -50,6 +50,9 @@ namespace tsb {
 namespace {
 
 constexpr int64_t kTileRows = 8;
+// Batch buffer bytes walked at a time, and tiles per walk (see quads_batch).
+constexpr int64_t kPanelBytes = 48 * 1024;
+constexpr int64_t kPanelTiles = 16;
 
 // Storage unit of the activation buffers (aligned for vector loads).
 struct alignas(32) Vec32 {
@@ -503,38 +506,81 @@ class Avx2Plan final : public KernelPlan {
 
   // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, the
   // weights are widened once and multiplied with 2 * G activation vectors.
+  // When the batch buffer is larger than kPanelBytes, the quads are walked in
+  // panels that fit, for kPanelTiles tiles at a time: each row's running sums
+  // and position are kept between panels, so every panel is read from L2 once
+  // per group of tiles and then served from L1.
   template <int G, class Epilogue>
   void quads_batch(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows, int32_t x_zp,
                    int64_t t_begin, int64_t t_end) const {
+    // Panels pay for themselves only at 4 groups (measured): with fewer,
+    // a row's pieces per panel are too few for its running sums.
+    const int64_t panel = std::max<int64_t>(1, kPanelBytes / (2 * G * int64_t{sizeof(Vec32)}));
+    if (G < 4 || panel >= quads_) {
+      quads_batch_panels<G, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
+    } else {
+      quads_batch_panels<G, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
+    }
+  }
+
+  template <int G, bool kPanels, class Epilogue>
+  void quads_batch_panels(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
+                          int32_t x_zp, int64_t t_begin, int64_t t_end, int64_t panel) const {
     alignas(32) int32_t part[G][8][8];  // [group][output row][activation row]
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      int64_t p = tile_start_[t];
-      for (int64_t r = 0; r < 8; ++r) {
-        const int64_t p_end = p + row_count_[t * kTileRows + r];
-        __m256i acc[G];
-        for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_si256();
-        for (; p < p_end; ++p) {
-          const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * 2 * G);
-          int32_t w4;
-          std::memcpy(&w4, weights_.data() + 4 * p, 4);
-          const __m256i w16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(w4));
-          const __m256i w01 = _mm256_shuffle_epi32(w16, 0x00), w23 = _mm256_shuffle_epi32(w16, 0x55);
-          for (int g = 0; g < G; ++g) {
-            const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(xq + 2 * g), w01),
-                                               _mm256_madd_epi16(_mm256_load_si256(xq + 2 * g + 1), w23));
-            acc[g] = _mm256_add_epi32(acc[g], s);
+    __m256i running[kPanels ? kPanelTiles * kTileRows * G : 1];
+    int64_t position[kPanels ? kPanelTiles * kTileRows : 1];
+    for (int64_t tg = t_begin; tg < t_end; tg += kPanelTiles) {
+      const int64_t tg_end = std::min(t_end, tg + kPanelTiles);
+      for (int64_t q0 = 0; q0 < quads_; q0 += panel) {
+        const int64_t q1 = std::min(quads_, q0 + panel);
+        for (int64_t t = tg; t < tg_end; ++t) {
+          int64_t row_begin = tile_start_[t];
+          for (int64_t r = 0; r < 8; ++r) {
+            const int64_t i = (t - tg) * kTileRows + r;
+            const int64_t p_end = row_begin + row_count_[t * kTileRows + r];
+            int64_t p = kPanels && q0 > 0 ? position[i] : row_begin;
+            row_begin = p_end;
+            __m256i acc[G];
+            for (int g = 0; g < G; ++g) {
+              acc[g] = kPanels && q0 > 0 ? running[i * G + g] : _mm256_setzero_si256();
+            }
+            for (; p < p_end && (!kPanels || quad_idx_[p] < q1); ++p) {
+              const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * 2 * G);
+              int32_t w4;
+              std::memcpy(&w4, weights_.data() + 4 * p, 4);
+              const __m256i w16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(w4));
+              const __m256i w01 = _mm256_shuffle_epi32(w16, 0x00), w23 = _mm256_shuffle_epi32(w16, 0x55);
+              for (int g = 0; g < G; ++g) {
+                const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(xq + 2 * g), w01),
+                                                   _mm256_madd_epi16(_mm256_load_si256(xq + 2 * g + 1), w23));
+                acc[g] = _mm256_add_epi32(acc[g], s);
+              }
+            }
+            if (kPanels && q1 < quads_) {
+              for (int g = 0; g < G; ++g) running[i * G + g] = acc[g];
+              position[i] = p;
+            } else {
+              for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[g]);
+            }
           }
+          if (q1 == quads_) store_batch_tile<G>(epi, part, m0, rows, t, x_zp);
         }
-        for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[g]);
       }
-      const __m256i zp_term = zero_point_term(t, x_zp);
-      for (int g = 0; g < G && 8 * g < rows; ++g) {
-        __m256i c[8];
-        for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
-        transpose_8x8_epi32(c);  // c[i]: activation row 8g + i, lane = output row
-        for (int i = 0; i < 8 && 8 * g + i < rows; ++i) {
-          epi.store(m0 + 8 * g + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
-        }
+    }
+  }
+
+  // Epilogue of one tile of quads_batch: part[g][r][i] is the sum of output
+  // row 8t + r for activation row m0 + 8g + i.
+  template <int G, class Epilogue>
+  void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][8], int64_t m0, int rows,
+                        int64_t t, int32_t x_zp) const {
+    const __m256i zp_term = zero_point_term(t, x_zp);
+    for (int g = 0; g < G && 8 * g < rows; ++g) {
+      __m256i c[8];
+      for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
+      transpose_8x8_epi32(c);  // c[i]: activation row 8g + i, lane = output row
+      for (int i = 0; i < 8 && 8 * g + i < rows; ++i) {
+        epi.store(m0 + 8 * g + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
       }
     }
   }

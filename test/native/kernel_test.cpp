@@ -292,6 +292,12 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // Batches of 32 rows whose buffer is walked in panels, over several groups of tiles.
+  for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {2, 2}, {1, 1}}) {
+    for (int mode = 0; mode < 3; ++mode) {
+      run_case(g, Case{40, 300, 1800, rb, cb, 0.2, mode, mode == 1, mode != 2}, variants);
+    }
+  }
   check_quantize_activations(g, variants);
   check_finite_min_max(g, variants);
   // The largest K with exact int32 accumulation, at full range.
