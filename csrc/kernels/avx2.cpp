@@ -121,11 +121,6 @@ T* thread_scratch(size_t n) {
   return buf.data();
 }
 
-// A 32-bit value read from memory, broadcast to 8 lanes (a load, no shuffle).
-inline __m256i broadcast_load_epi32(const int32_t* p) {
-  return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(p)));
-}
-
 // 16 activations of one row, widened to int16; columns at or past `len` read as 0.
 inline __m256i load_row16_epu8(const uint8_t* src, int64_t len) {
   if (len >= 16) return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
@@ -646,11 +641,9 @@ class Avx2Plan final : public KernelPlan {
         _mm_store_si128(reinterpret_cast<__m128i*>(pairs), _mm_unpacklo_epi16(xa, xb));
         _mm_store_si128(reinterpret_cast<__m128i*>(pairs + 4), _mm_unpackhi_epi16(xa, xb));
         const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
-        // Unrolled, so that acc stays in registers; the pairs are broadcast
-        // from memory, which keeps the shuffle units free.
 #pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {
-          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, broadcast_load_epi32(pairs + i)));
+        for (int i = 0; i < 8; ++i) {  // unrolled, so that acc stays in registers
+          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, _mm256_set1_epi32(pairs[i])));
         }
       }
       const __m256i zp_term = zero_point_term(t, x_zp);
