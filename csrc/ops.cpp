@@ -27,6 +27,16 @@ void check_input_rank(const at::Tensor& X, const SparseLinearPackedParams& p, co
                     p.in_features());
 }
 
+// Per-thread scratch of the calling thread, reused from call to call so that
+// a call allocates nothing but its output. The op's worker threads only read
+// it or write disjoint parts while the caller waits in at::parallel_for.
+template <class T>
+T* call_scratch(int slot, int64_t n) {
+  thread_local std::vector<T> buf[2];
+  if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
+  return buf[slot].data();
+}
+
 std::vector<int64_t> output_sizes(const at::Tensor& X, int64_t N) {
   std::vector<int64_t> s(X.sizes().begin(), X.sizes().end());
   s.back() = N;
@@ -68,7 +78,8 @@ void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
   if (M == 0) return;
 
   const float xs = static_cast<float>(x_scale), ys = static_cast<float>(y_scale);
-  std::vector<float> requant(Np), bias_scaled(Np);
+  float* requant = call_scratch<float>(0, Np);
+  float* bias_scaled = call_scratch<float>(1, Np);
   const std::vector<float>& ws = p.weight_scales();
   const std::vector<float>& b = p.bias_values();
   for (int64_t n = 0; n < Np; ++n) {
@@ -90,8 +101,8 @@ void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
   a.x_zero_point = static_cast<int32_t>(x_zp);
   a.y = y;
   a.ldy = N;
-  a.requant_scale = requant.data();
-  a.bias_scaled = bias_scaled.data();
+  a.requant_scale = requant;
+  a.bias_scaled = bias_scaled;
   a.y_zero_point = static_cast<int32_t>(y_zero_point);
   a.qmin = relu ? a.y_zero_point : 0;
   a.qmax = 255;
@@ -168,9 +179,10 @@ at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool 
   if (M == 0) return Y;
 
   const at::Tensor x = X.contiguous();
-  const auto [x_min_t, x_max_t] = at::aminmax(x);
-  const float x_min = x_min_t.item<float>(), x_max = x_max_t.item<float>();
-  TORCH_CHECK_VALUE(std::isfinite(x_min) && std::isfinite(x_max), op,
+  const float* xf = x.data_ptr<float>();
+  const KernelPlan& plan = p.plan();
+  float x_min = 0.f, x_max = 0.f;
+  TORCH_CHECK_VALUE(plan.finite_min_max(xf, M * K, &x_min, &x_max), op,
                     ": input contains NaN or infinity; dynamic quantization needs finite "
                     "values");
   // Activation qparams exactly as torch's dense quantized::linear_dynamic
@@ -182,10 +194,7 @@ at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool 
   const float xs = static_cast<float>(q.scale);
   const int32_t x_zp = q.zero_point;
 
-  at::Tensor xq = at::empty({M, Kp}, at::kByte);
-  uint8_t* xq_ptr = xq.data_ptr<uint8_t>();
-  const float* xf = x.data_ptr<float>();
-  const KernelPlan& plan = p.plan();
+  uint8_t* xq_ptr = call_scratch<uint8_t>(0, M * Kp);
   const float inv_scale = 1.0f / xs;
   at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
@@ -194,7 +203,7 @@ at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool 
     }
   });
 
-  std::vector<float> dequant(Np);
+  float* dequant = call_scratch<float>(0, Np);
   const std::vector<float>& ws = p.weight_scales();
   for (int64_t n = 0; n < Np; ++n) dequant[n] = xs * ws[n];
 
@@ -204,7 +213,7 @@ at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool 
   a.x_zero_point = x_zp;
   a.y = Y.data_ptr<float>();
   a.ldy = N;
-  a.dequant_scale = dequant.data();
+  a.dequant_scale = dequant;
   a.bias = p.bias_values().data();
   a.relu = relu;
   for_each_tile_range(p, M, [&](const KernelPlan& pl, int64_t t0, int64_t t1) {

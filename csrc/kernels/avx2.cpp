@@ -12,7 +12,9 @@
 //    a list of 1x4 pieces, a uint16 quad index q (input columns 4q..4q+3) and 4
 //    int8 weights. Blocks with cb >= 4 split into cb / 4 pieces per row; blocks
 //    with cb < 4 are widened to the quad that holds them, zeros filling the rest.
-//    Pieces whose 4 weights are zero are dropped.
+//    Pieces whose 4 weights are zero are dropped. A tile's pieces are
+//    contiguous, row after row: tile_start[t] is the first piece of tile t and
+//    row_count[n] the number of pieces of output row n.
 //  * Column pairs (rb in {8, 16}, cb in {1, 2}): each group of 8 output rows is
 //    a list of entries, two input columns ka, kb and 16 int8 weights
 //    w[i][a], w[i][b] for the 8 rows i. An 8x2 block is one entry (kb = ka + 1);
@@ -22,7 +24,8 @@
 // (GEMV) reads x directly: quads load 8 pieces' activations per step, column
 // pairs broadcast the (x[ka], x[kb]) pair to the 8 rows. A batch of 8, 16 or 32
 // rows first re-lays the batch's activations as int16 in a buffer ordered for
-// the layout, then streams each tile's weights once for the whole batch.
+// the layout, then streams each tile's weights once for the whole batch. The
+// buffers are per-thread scratch that is reused from call to call.
 // Epilogues work on 8 output channels of one output row at a time, with the
 // same float operations in the same order as requantize.h.
 //
@@ -30,6 +33,7 @@
 // below, which runs only after dispatch selected this variant. FMA is left
 // disabled so that no multiply-add can ever be contracted in an epilogue.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -46,7 +50,15 @@ namespace tsb {
 namespace {
 
 constexpr int64_t kTileRows = 8;
-constexpr int64_t kL1BufferBytes = 24 * 1024;
+
+// The batch kernels and the 1x4 GEMV are compiled as functions of their own:
+// inlined together into run(), their static instantiations ran 5-15% slower
+// than the dynamic ones (register allocation of one very large function).
+#define TSB_KERNEL_NOINLINE __attribute__((noinline))
+
+// Batch buffer bytes walked at a time, and tiles per walk (see quads_batch).
+constexpr int64_t kPanelBytes = 48 * 1024;
+constexpr int64_t kPanelTiles = 16;
 
 // Storage unit of the activation buffers (aligned for vector loads).
 struct alignas(32) Vec32 {
@@ -105,6 +117,14 @@ inline __m256i sum_lanes_8x8(const __m256i a[8]) {
   const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
   return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
                           _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
+// Per-thread scratch, grown on demand and kept for the thread's next calls.
+template <class T>
+T* thread_scratch(size_t n) {
+  thread_local std::vector<T> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
 }
 
 // 16 activations of one row, widened to int16; columns at or past `len` read as 0.
@@ -202,9 +222,9 @@ class Avx2Plan final : public KernelPlan {
   const char* name() const override { return "avx2"; }
   int64_t num_tiles() const override { return tiles_; }
   size_t packed_bytes() const override {
-    return row_start_.size() * sizeof(int32_t) + quad_idx_.size() * sizeof(uint16_t) +
-           pair_cols_.size() * sizeof(uint32_t) + weights_.size() +
-           row_sum_.size() * sizeof(int32_t);
+    return tile_start_.size() * sizeof(int32_t) + row_count_.size() * sizeof(uint16_t) +
+           quad_idx_.size() * sizeof(uint16_t) + pair_cols_.size() * sizeof(uint32_t) +
+           weights_.size() + row_sum_.size() * sizeof(int32_t);
   }
 
   void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
@@ -236,6 +256,33 @@ class Avx2Plan final : public KernelPlan {
     quantize_activations_reference(x + i, n - i, inv_scale, zp, q + i);
   }
 
+  bool finite_min_max(const float* x, int64_t n, float* lo, float* hi) const override {
+    if (n < 8) return finite_min_max_reference(x, n, lo, hi);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256 inf = _mm256_set1_ps(INFINITY);
+    __m256 mn = _mm256_loadu_ps(x), mx = mn;
+    __m256 finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    auto scan = [&](__m256 v) {
+      mn = _mm256_min_ps(mn, v);
+      mx = _mm256_max_ps(mx, v);
+      // |v| < inf is false for infinities and NaN.
+      finite = _mm256_and_ps(finite, _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_LT_OQ));
+    };
+    for (int64_t i = 0; i + 8 <= n; i += 8) scan(_mm256_loadu_ps(x + i));
+    scan(_mm256_loadu_ps(x + n - 8));  // the last 8, overlapping: min and max do not mind
+    alignas(32) float a[8], b[8];
+    _mm256_store_ps(a, mn);
+    _mm256_store_ps(b, mx);
+    float lo_all = a[0], hi_all = b[0];
+    for (int i = 1; i < 8; ++i) {
+      lo_all = a[i] < lo_all ? a[i] : lo_all;
+      hi_all = b[i] > hi_all ? b[i] : hi_all;
+    }
+    *lo = lo_all;
+    *hi = hi_all;
+    return _mm256_movemask_ps(finite) == 0xff;
+  }
+
  private:
   static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -251,7 +298,8 @@ class Avx2Plan final : public KernelPlan {
 
   void build_quads(const BcsrMatrix& m) {
     const int64_t rows = tiles_ * kTileRows, bs = m.rb * m.cb;
-    row_start_.assign(rows + 1, 0);
+    tile_start_.assign(tiles_ + 1, 0);
+    row_count_.assign(rows, 0);
     for (int64_t n = 0; n < rows; ++n) {
       const int64_t begin = static_cast<int64_t>(quad_idx_.size());
       if (n < m.N) {
@@ -270,16 +318,17 @@ class Avx2Plan final : public KernelPlan {
           }
         }
       }
-      row_start_[n + 1] = static_cast<int32_t>(quad_idx_.size());
+      // At most ceil(65793 / 4) pieces per row (kMaxInFeatures).
+      row_count_[n] = static_cast<uint16_t>(static_cast<int64_t>(quad_idx_.size()) - begin);
+      if (n % kTileRows == kTileRows - 1) {
+        tile_start_[n / kTileRows + 1] = static_cast<int32_t>(quad_idx_.size());
+      }
     }
-    // The GEMV reads whole groups of 8 pieces; its tail lanes are masked.
-    quad_idx_.insert(quad_idx_.end(), 8, uint16_t{0});
-    weights_.insert(weights_.end(), 32, int8_t{0});
   }
 
   void build_column_pairs(const BcsrMatrix& m) {
     const int64_t bs = m.rb * m.cb;
-    row_start_.assign(tiles_ + 1, 0);
+    tile_start_.assign(tiles_ + 1, 0);
     auto add_entry = [&](uint32_t ka, uint32_t kb, const int8_t* wa, const int8_t* wb,
                          int64_t stride) {
       int8_t w[16];
@@ -315,7 +364,7 @@ class Avx2Plan final : public KernelPlan {
           }
         }
       }
-      row_start_[g + 1] = static_cast<int32_t>(pair_cols_.size() / 2);
+      tile_start_[g + 1] = static_cast<int32_t>(pair_cols_.size() / 2);
     }
   }
 
@@ -323,7 +372,6 @@ class Avx2Plan final : public KernelPlan {
   void run(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
            int64_t m_end, int64_t t_begin, int64_t t_end) const {
     if (m_begin >= m_end || t_begin >= t_end) return;
-    std::vector<Vec32> buf;
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
       if (left == 1) {
@@ -336,22 +384,22 @@ class Avx2Plan final : public KernelPlan {
       }
       if (column_pairs_) {
         const int rows = static_cast<int>(std::min<int64_t>(left, 8));
-        buf.resize(static_cast<size_t>(ceil_div(kp_, 2)));
-        pack_columns(x + m * ldx, ldx, rows, buf.data());
-        column_pairs_batch8(epi, buf.data(), m, rows, x_zp, t_begin, t_end);
+        Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(ceil_div(kp_, 2)));
+        pack_columns(x + m * ldx, ldx, rows, buf);
+        column_pairs_batch8(epi, buf, m, rows, x_zp, t_begin, t_end);
         m += rows;
         continue;
       }
-      int groups = left >= 24 ? 4 : (left >= 12 ? 2 : 1);
-      // Keep the batch buffer (16 bytes per column and group) within L1.
-      while (groups > 1 && 16 * groups * kp_ > kL1BufferBytes) groups /= 2;
+      // Four groups amortize each piece's weight widening best; measured
+      // faster even when the buffer (16 bytes per column and group) leaves L1.
+      const int groups = left >= 24 ? 4 : (left >= 12 ? 2 : 1);
       const int rows = static_cast<int>(std::min<int64_t>(left, 8 * groups));
-      buf.resize(static_cast<size_t>(quads_ * 2 * groups));
-      pack_quad_pairs(x + m * ldx, ldx, rows, groups, buf.data());
+      Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(quads_ * 2 * groups));
+      pack_quad_pairs(x + m * ldx, ldx, rows, groups, buf);
       switch (groups) {
-        case 4: quads_batch<4>(epi, buf.data(), m, rows, x_zp, t_begin, t_end); break;
-        case 2: quads_batch<2>(epi, buf.data(), m, rows, x_zp, t_begin, t_end); break;
-        default: quads_batch<1>(epi, buf.data(), m, rows, x_zp, t_begin, t_end); break;
+        case 4: quads_batch<4>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
+        case 2: quads_batch<2>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
+        default: quads_batch<1>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
       }
       m += rows;
     }
@@ -359,52 +407,74 @@ class Avx2Plan final : public KernelPlan {
 
   // ---- Quads layout ----
 
-  // The 4 activation bytes of 4 pieces (quads idx[0..3]) in one vector:
-  // broadcast loads merged by blends, which keeps the vector ALUs free.
-  static __m128i load_4_quads(const uint8_t* x, const uint16_t* idx) {
-    int32_t v[4];
-    for (int i = 0; i < 4; ++i) std::memcpy(&v[i], x + 4 * int64_t{idx[i]}, 4);
-    __m128i r = _mm_cvtsi32_si128(v[0]);
-    r = _mm_blend_epi32(r, _mm_set1_epi32(v[1]), 0x2);
-    r = _mm_blend_epi32(r, _mm_set1_epi32(v[2]), 0x4);
-    return _mm_blend_epi32(r, _mm_set1_epi32(v[3]), 0x8);
+  // The int16 activations of 4 pieces (quads idx[0..3] of the widened row
+  // x16) in one vector: 64-bit broadcast loads merged by blends, which keeps
+  // the shuffle units free; the 4 indices come from one 64-bit load.
+  static __m256i load_4_quads(const int16_t* x16, const uint16_t* idx) {
+    uint64_t i4;
+    std::memcpy(&i4, idx, sizeof(i4));
+    auto quad = [&](int j) {
+      const int16_t* q = x16 + 4 * ((i4 >> (16 * j)) & 0xffff);
+      return _mm256_castpd_si256(_mm256_broadcast_sd(reinterpret_cast<const double*>(q)));
+    };
+    const __m256i lo = _mm256_blend_epi32(quad(0), quad(1), 0x0c);
+    const __m256i hi = _mm256_blend_epi32(quad(2), quad(3), 0xc0);
+    return _mm256_blend_epi32(lo, hi, 0xf0);
+  }
+
+  // acc + the products of the first n (<= 8) of 8 pieces (32 weights) with
+  // their activations. All 8 indices must be valid quads.
+  static __m256i quads_dot8(__m256i acc, const int16_t* x16, const uint16_t* idx, const int8_t* w,
+                            int n) {
+    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
+    if (n < 8) {  // piece j's weights are the int32 lanes 2j and 2j + 1
+      w0 = _mm256_and_si256(w0, lanes_below(2 * n));
+      w1 = _mm256_and_si256(w1, lanes_below(2 * n - 8));
+    }
+    const __m256i p0 = _mm256_madd_epi16(load_4_quads(x16, idx), w0);
+    const __m256i p1 = _mm256_madd_epi16(load_4_quads(x16, idx + 4), w1);
+    return _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
   }
 
   // Dot products of one activation row with one output row's pieces, 8
-  // pieces per step; the lanes of the result sum to the output. Reads up to 8
-  // pieces past `count` (the arrays are padded; every index is a valid quad)
-  // and gives them weight 0.
-  static __m256i quads_row_dot(const uint8_t* x, const uint16_t* idx, const int8_t* w,
-                               int64_t count) {
-    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-    for (int64_t i = 0; i < count; i += 8) {
-      __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4 * i));
-      if (count - i < 8) wv = _mm256_and_si256(wv, lanes_below(static_cast<int>(count - i)));
-      const __m128i x0 = load_4_quads(x, idx + i), x1 = load_4_quads(x, idx + i + 4);
-      acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_cvtepu8_epi16(x0),
-                                                      _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wv))));
-      acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_cvtepu8_epi16(x1),
-                                                      _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wv, 1))));
-    }
-    return _mm256_add_epi32(acc0, acc1);
+  // pieces per step; the lanes of the result sum to the output. The last
+  // partial group reads the following rows' pieces with weight 0, or, when
+  // fewer than 8 pieces are left in the arrays (`readable`), a zero-padded copy.
+  static __m256i quads_row_dot(const int16_t* x16, const uint16_t* idx, const int8_t* w,
+                               int64_t count, int64_t readable) {
+    __m256i acc = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8) acc = quads_dot8(acc, x16, idx + i, w + 4 * i, 8);
+    const int tail = static_cast<int>(count - i);
+    if (tail == 0) return acc;
+    if (i + 8 <= readable) return quads_dot8(acc, x16, idx + i, w + 4 * i, tail);
+    uint16_t tail_idx[8] = {};
+    alignas(32) int8_t tail_w[32] = {};
+    std::memcpy(tail_idx, idx + i, static_cast<size_t>(tail) * sizeof(uint16_t));
+    std::memcpy(tail_w, w + 4 * i, static_cast<size_t>(tail) * 4);
+    return quads_dot8(acc, x16, tail_idx, tail_w, tail);
   }
 
   template <class Epilogue>
-  void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m, int32_t x_zp, int64_t t_begin,
+  TSB_KERNEL_NOINLINE void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m, int32_t x_zp, int64_t t_begin,
                   int64_t t_end) const {
-    // Pieces read whole quads; when the row ends inside one, use a copy.
-    std::vector<uint8_t> padded;
-    if (kp_ % 4 != 0) {
-      padded.assign(static_cast<size_t>(quads_ * 4), 0);
-      std::memcpy(padded.data(), x, static_cast<size_t>(kp_));
-      x = padded.data();
+    // The row widened to int16 once, zero-padded to whole quads.
+    const int64_t width = quads_ * 4;
+    int16_t* x16 = thread_scratch<int16_t>(static_cast<size_t>(width));
+    int64_t k = 0;
+    for (; k + 16 <= kp_; k += 16) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(x16 + k), load_row16_epu8(x + k, 16));
     }
+    for (; k < width; ++k) x16[k] = k < kp_ ? x[k] : 0;
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc[8];
+      int64_t p = tile_start_[t];
       for (int64_t r = 0; r < 8; ++r) {
-        const int64_t n = t * kTileRows + r, p0 = row_start_[n];
-        acc[r] = quads_row_dot(x, quad_idx_.data() + p0, weights_.data() + 4 * p0,
-                               row_start_[n + 1] - p0);
+        const int64_t count = row_count_[t * kTileRows + r];
+        acc[r] = quads_row_dot(x16, quad_idx_.data() + p, weights_.data() + 4 * p, count,
+                               static_cast<int64_t>(quad_idx_.size()) - p);
+        p += count;
       }
       const __m256i sums = _mm256_sub_epi32(sum_lanes_8x8(acc), zero_point_term(t, x_zp));
       epi.store(m, t * kTileRows, valid_rows(t), sums);
@@ -437,37 +507,81 @@ class Avx2Plan final : public KernelPlan {
 
   // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, the
   // weights are widened once and multiplied with 2 * G activation vectors.
+  // When the batch buffer is larger than kPanelBytes, the quads are walked in
+  // panels that fit, for kPanelTiles tiles at a time: each row's running sums
+  // and position are kept between panels, so every panel is read from L2 once
+  // per group of tiles and then served from L1.
   template <int G, class Epilogue>
   void quads_batch(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows, int32_t x_zp,
                    int64_t t_begin, int64_t t_end) const {
+    // Panels pay for themselves only at 4 groups (measured): with fewer,
+    // a row's pieces per panel are too few for its running sums.
+    const int64_t panel = std::max<int64_t>(1, kPanelBytes / (2 * G * int64_t{sizeof(Vec32)}));
+    if (G < 4 || panel >= quads_) {
+      quads_batch_panels<G, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
+    } else {
+      quads_batch_panels<G, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
+    }
+  }
+
+  template <int G, bool kPanels, class Epilogue>
+  TSB_KERNEL_NOINLINE void quads_batch_panels(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
+                          int32_t x_zp, int64_t t_begin, int64_t t_end, int64_t panel) const {
     alignas(32) int32_t part[G][8][8];  // [group][output row][activation row]
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      for (int64_t r = 0; r < 8; ++r) {
-        const int64_t n = t * kTileRows + r;
-        __m256i acc[G];
-        for (int g = 0; g < G; ++g) acc[g] = _mm256_setzero_si256();
-        for (int64_t p = row_start_[n]; p < row_start_[n + 1]; ++p) {
-          const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * 2 * G);
-          int32_t w4;
-          std::memcpy(&w4, weights_.data() + 4 * p, 4);
-          const __m256i w16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(w4));
-          const __m256i w01 = _mm256_shuffle_epi32(w16, 0x00), w23 = _mm256_shuffle_epi32(w16, 0x55);
-          for (int g = 0; g < G; ++g) {
-            const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(xq + 2 * g), w01),
-                                               _mm256_madd_epi16(_mm256_load_si256(xq + 2 * g + 1), w23));
-            acc[g] = _mm256_add_epi32(acc[g], s);
+    __m256i running[kPanels ? kPanelTiles * kTileRows * G : 1];
+    int64_t position[kPanels ? kPanelTiles * kTileRows : 1];
+    for (int64_t tg = t_begin; tg < t_end; tg += kPanelTiles) {
+      const int64_t tg_end = std::min(t_end, tg + kPanelTiles);
+      for (int64_t q0 = 0; q0 < quads_; q0 += panel) {
+        const int64_t q1 = std::min(quads_, q0 + panel);
+        for (int64_t t = tg; t < tg_end; ++t) {
+          int64_t row_begin = tile_start_[t];
+          for (int64_t r = 0; r < 8; ++r) {
+            const int64_t i = (t - tg) * kTileRows + r;
+            const int64_t p_end = row_begin + row_count_[t * kTileRows + r];
+            int64_t p = kPanels && q0 > 0 ? position[i] : row_begin;
+            row_begin = p_end;
+            __m256i acc[G];
+            for (int g = 0; g < G; ++g) {
+              acc[g] = kPanels && q0 > 0 ? running[i * G + g] : _mm256_setzero_si256();
+            }
+            for (; p < p_end && (!kPanels || quad_idx_[p] < q1); ++p) {
+              const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * 2 * G);
+              int32_t w4;
+              std::memcpy(&w4, weights_.data() + 4 * p, 4);
+              const __m256i w16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(w4));
+              const __m256i w01 = _mm256_shuffle_epi32(w16, 0x00), w23 = _mm256_shuffle_epi32(w16, 0x55);
+              for (int g = 0; g < G; ++g) {
+                const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(xq + 2 * g), w01),
+                                                   _mm256_madd_epi16(_mm256_load_si256(xq + 2 * g + 1), w23));
+                acc[g] = _mm256_add_epi32(acc[g], s);
+              }
+            }
+            if (kPanels && q1 < quads_) {
+              for (int g = 0; g < G; ++g) running[i * G + g] = acc[g];
+              position[i] = p;
+            } else {
+              for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[g]);
+            }
           }
+          if (q1 == quads_) store_batch_tile<G>(epi, part, m0, rows, t, x_zp);
         }
-        for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[g]);
       }
-      const __m256i zp_term = zero_point_term(t, x_zp);
-      for (int g = 0; g < G && 8 * g < rows; ++g) {
-        __m256i c[8];
-        for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
-        transpose_8x8_epi32(c);  // c[i]: activation row 8g + i, lane = output row
-        for (int i = 0; i < 8 && 8 * g + i < rows; ++i) {
-          epi.store(m0 + 8 * g + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
-        }
+    }
+  }
+
+  // Epilogue of one tile of quads_batch: part[g][r][i] is the sum of output
+  // row 8t + r for activation row m0 + 8g + i.
+  template <int G, class Epilogue>
+  void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][8], int64_t m0, int rows,
+                        int64_t t, int32_t x_zp) const {
+    const __m256i zp_term = zero_point_term(t, x_zp);
+    for (int g = 0; g < G && 8 * g < rows; ++g) {
+      __m256i c[8];
+      for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
+      transpose_8x8_epi32(c);  // c[i]: activation row 8g + i, lane = output row
+      for (int i = 0; i < 8 && 8 * g + i < rows; ++i) {
+        epi.store(m0 + 8 * g + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
       }
     }
   }
@@ -479,7 +593,7 @@ class Avx2Plan final : public KernelPlan {
                          int64_t t_begin, int64_t t_end) const {
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-      const int64_t e0 = row_start_[t], e1 = row_start_[t + 1];
+      const int64_t e0 = tile_start_[t], e1 = tile_start_[t + 1];
       int64_t e = e0;
       for (; e + 2 <= e1; e += 2) {
         const int32_t xp0 = x[pair_cols_[2 * e]] | (x[pair_cols_[2 * e + 1]] << 16);
@@ -520,14 +634,14 @@ class Avx2Plan final : public KernelPlan {
   // Rows [m0, m0 + rows), rows <= 8: each entry's weights are widened once;
   // the 8 rows' activation pairs are interleaved once and broadcast in turn.
   template <class Epilogue>
-  void column_pairs_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
+  TSB_KERNEL_NOINLINE void column_pairs_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
                            int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     const __m128i* cols = reinterpret_cast<const __m128i*>(buf);
     alignas(32) int32_t pairs[8];
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc[8];
       for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
-      for (int64_t e = row_start_[t]; e < row_start_[t + 1]; ++e) {
+      for (int64_t e = tile_start_[t]; e < tile_start_[t + 1]; ++e) {
         const __m128i xa = _mm_load_si128(cols + pair_cols_[2 * e]);
         const __m128i xb = _mm_load_si128(cols + pair_cols_[2 * e + 1]);
         _mm_store_si128(reinterpret_cast<__m128i*>(pairs), _mm_unpacklo_epi16(xa, xb));
@@ -539,8 +653,9 @@ class Avx2Plan final : public KernelPlan {
         }
       }
       const __m256i zp_term = zero_point_term(t, x_zp);
-      for (int i = 0; i < rows; ++i) {
-        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], zp_term));
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) {
+        if (i < rows) epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], zp_term));
       }
     }
   }
@@ -550,7 +665,8 @@ class Avx2Plan final : public KernelPlan {
   int64_t quads_;   // ceil(kp_ / 4)
   int64_t tiles_;   // ceil(n_ / 8)
   bool column_pairs_;
-  std::vector<int32_t> row_start_;   // quads: per output row; column pairs: per tile
+  std::vector<int32_t> tile_start_;  // first piece (quads) or entry (column pairs) of each tile
+  std::vector<uint16_t> row_count_;  // quads: pieces per output row
   std::vector<uint16_t> quad_idx_;   // quads: one per piece
   std::vector<uint32_t> pair_cols_;  // column pairs: ka, kb per entry
   std::vector<int8_t> weights_;      // 4 per piece, or 16 per entry

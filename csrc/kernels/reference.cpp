@@ -88,6 +88,19 @@ void quantize_activations_reference(const float* x, int64_t n, float inv_scale, 
   }
 }
 
+bool finite_min_max_reference(const float* x, int64_t n, float* lo, float* hi) {
+  float mn = x[0], mx = x[0];
+  bool finite = true;
+  for (int64_t i = 0; i < n; ++i) {
+    mn = x[i] < mn ? x[i] : mn;
+    mx = x[i] > mx ? x[i] : mx;
+    finite &= std::isfinite(x[i]);
+  }
+  *lo = mn;
+  *hi = mx;
+  return finite;
+}
+
 std::unique_ptr<KernelPlan> make_reference_plan(const BcsrMatrix& m) {
   return std::make_unique<ReferencePlan>(m);
 }

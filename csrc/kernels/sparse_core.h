@@ -84,6 +84,9 @@ std::vector<int32_t> row_sums(const BcsrMatrix& m);
 void quantize_activations_reference(const float* x, int64_t n, float inv_scale, int32_t zp,
                                     uint8_t* q);
 
+// The reference range scan (see KernelPlan::finite_min_max).
+bool finite_min_max_reference(const float* x, int64_t n, float* lo, float* hi);
+
 struct StaticArgs {
   const uint8_t* x = nullptr;  // M rows, row stride ldx; padded_k() columns readable
   int64_t ldx = 0;
@@ -128,6 +131,13 @@ class KernelPlan {
   virtual void quantize_activations(const float* x, int64_t n, float inv_scale, int32_t zp,
                                     uint8_t* q) const {
     quantize_activations_reference(x, n, inv_scale, zp, q);
+  }
+  // Range of the dynamic op's input: *lo = min and *hi = max of x[0..n), n >= 1.
+  // Returns false (leaving *lo and *hi unspecified) when any value is NaN or
+  // infinite. Min and max are exact, so every variant finds the same values
+  // (up to the sign of a zero, which the activation qparams do not depend on).
+  virtual bool finite_min_max(const float* x, int64_t n, float* lo, float* hi) const {
+    return finite_min_max_reference(x, n, lo, hi);
   }
 };
 

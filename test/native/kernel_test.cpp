@@ -195,6 +195,33 @@ void check_quantize_activations(std::mt19937& g, const std::vector<std::string>&
   }
 }
 
+// Every variant's finite_min_max against the reference: same range (compared
+// as values, so -0 equals +0), and NaN or infinity anywhere is reported.
+void check_finite_min_max(std::mt19937& g, const std::vector<std::string>& variants) {
+  const std::vector<int8_t> w(16, 1);
+  const tsb::BcsrMatrix bm = tsb::pack_bcsr(w.data(), 4, 4, 1, 4);
+  std::uniform_real_distribution<float> uni(-300.f, 300.f);
+  const float specials[] = {NAN, INFINITY, -INFINITY, -0.f, 0.f, 3e38f, -3e38f};
+  for (const auto& name : variants) {
+    auto plan = tsb::make_plan(bm, name);
+    for (int round = 0; round < 80; ++round) {
+      const int64_t n = 1 + round % 41 + (round % 3) * 64;
+      std::vector<float> x(n);
+      for (auto& v : x) v = round % 4 == 0 ? -uni(g) * 1e-30f : uni(g);
+      if (round % 5 != 0) x[(round * 7) % n] = specials[round % 7];
+      float rlo = 0, rhi = 0, lo = 0, hi = 0;
+      const bool rf = tsb::finite_min_max_reference(x.data(), n, &rlo, &rhi);
+      const bool f = plan->finite_min_max(x.data(), n, &lo, &hi);
+      ++g_checks;
+      if (rf != f || (rf && (lo != rlo || hi != rhi))) {
+        ++g_failures;
+        std::printf("FAIL %s finite_min_max n=%lld: finite %d/%d, range [%g, %g] vs [%g, %g]\n",
+                    name.c_str(), (long long)n, f, rf, lo, hi, rlo, rhi);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -265,7 +292,14 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // Batches of 32 rows whose buffer is walked in panels, over several groups of tiles.
+  for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {2, 2}, {1, 1}}) {
+    for (int mode = 0; mode < 3; ++mode) {
+      run_case(g, Case{40, 300, 1800, rb, cb, 0.2, mode, mode == 1, mode != 2}, variants);
+    }
+  }
   check_quantize_activations(g, variants);
+  check_finite_min_max(g, variants);
   // The largest K with exact int32 accumulation, at full range.
   run_case(g, Case{2, 9, tsb::kMaxInFeatures, 1, 4, 1.0, 1, false, false}, variants);
   run_case(g, Case{3, 16, tsb::kMaxInFeatures, 8, 1, 1.0, 2, true, true}, variants);
