@@ -21,6 +21,8 @@ constexpr int64_t kMinParallelWork = int64_t{1} << 15;
 
 void check_input_rank(const at::Tensor& X, const SparseLinearPackedParams& p, const char* op) {
   TORCH_CHECK_VALUE(X.device().is_cpu(), op, ": input must be on the CPU, got ", X.device());
+  TORCH_CHECK_TYPE(X.layout() == at::kStrided, op, ": input must be a dense (strided) tensor, got ",
+                   X.layout());
   TORCH_CHECK_VALUE(X.dim() >= 1, op, ": input must have at least one dimension");
   TORCH_CHECK_VALUE(X.size(-1) == p.in_features(), op, ": input has ", X.size(-1),
                     " features in its last dimension but the weight has in_features=",
@@ -75,7 +77,6 @@ void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
   const BcsrMatrix& w = p.weight();
   const int64_t K = w.K, N = w.N, Kp = w.padded_k(), Np = w.padded_n();
   const int64_t M = X.numel() / K;
-  if (M == 0) return;
 
   const float xs = static_cast<float>(x_scale), ys = static_cast<float>(y_scale);
   float* requant = call_scratch<float>(0, Np);
@@ -92,6 +93,7 @@ void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
                       " / output scale ", y_scale, " is outside float32 range (output channel ",
                       n, ")");
   }
+  if (M == 0) return;
 
   at::Tensor x = X.contiguous();
   if (Kp != K) x = padded_rows(x, M, K, Kp, static_cast<uint8_t>(x_zp));

@@ -72,6 +72,8 @@ def test_static_op_rejects(packed):
             OPS.qlinear_relu(_qx(), packed, 0.1, zp)
     with pytest.raises(ValueError, match="outside float32 range"):
         OPS.qlinear(_qx(), packed, 1e-44, 0)
+    with pytest.raises(ValueError, match="outside float32 range"):  # also with no rows
+        OPS.qlinear(_qx((0, 16)), packed, 1e-44, 0)
 
 
 def test_dynamic_op_rejects(packed):
@@ -81,6 +83,9 @@ def test_dynamic_op_rejects(packed):
         OPS.qlinear_relu_dynamic(torch.randn(3, 16, dtype=torch.double), packed)
     with pytest.raises(ValueError, match="has 17 features"):
         OPS.qlinear_dynamic(torch.randn(3, 17), packed)
+    for sparse in (torch.randn(3, 16).to_sparse(), torch.randn(3, 16).to_sparse_csr()):
+        with pytest.raises(TypeError, match="dense .strided. tensor"):
+            OPS.qlinear_dynamic(sparse, packed)
     for bad in (math.nan, math.inf, -math.inf):
         x = torch.randn(3, 16)
         x[1, 2] = bad

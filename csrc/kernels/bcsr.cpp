@@ -17,8 +17,8 @@ std::string check_shape(int64_t N, int64_t K, int64_t rb, int64_t cb) {
   } else if (K > kMaxInFeatures) {
     err << "in_features=" << K << " exceeds " << kMaxInFeatures
         << ", the largest size for which int32 accumulation is exact";
-  } else if (N > (int64_t{1} << 30)) {
-    err << "out_features=" << N << " is too large";
+  } else if (N > kMaxOutFeatures) {
+    err << "out_features=" << N << " exceeds " << kMaxOutFeatures;
   }
   return err.str();
 }

@@ -29,6 +29,10 @@ namespace tsb {
 // |x - x_zp| <= 255 and |w| <= 128, so K * 255 * 128 must stay below 2^31.
 constexpr int64_t kMaxInFeatures = 65793;
 
+// Largest N accepted. It bounds what a (possibly hostile) serialized state can
+// make the loader allocate per output channel.
+constexpr int64_t kMaxOutFeatures = int64_t{1} << 24;
+
 // Block sizes accepted along either axis.
 inline bool is_supported_block_size(int64_t b) {
   return b == 1 || b == 2 || b == 4 || b == 8 || b == 16;
