@@ -284,15 +284,17 @@ def plot(result: dict, path: str) -> None:
         raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
     rows = [r for r in result["rows"] if r["threads"] == 1]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    cases = [(n, k, m) for (n, k) in sorted({(r["out"], r["in"]) for r in rows})
+             for m in sorted({r["M"] for r in rows})]
+    colors = plt.get_cmap("tab10")
     for ax, mode in zip(axes, ("static", "dynamic")):
-        for (n, k) in sorted({(r["out"], r["in"]) for r in rows}):
-            for m in sorted({r["M"] for r in rows}):
-                for block, style in (("1x4", "-"), ("8x1", "--")):
-                    pts = sorted((r["sparsity"], r[f"dense_{mode}_ms"] / r[f"ours_{mode}_ms"])
-                                 for r in rows if (r["out"], r["in"], r["M"], r["block"]) == (n, k, m, block))
-                    if pts:
-                        ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], style, marker="o", markersize=3,
-                                label=f"{n}x{k} M={m} {block}")
+        for i, (n, k, m) in enumerate(cases):  # one color per layer and batch, one line style per block
+            for block, style in (("1x4", "-"), ("8x1", "--")):
+                pts = sorted((r["sparsity"], r[f"dense_{mode}_ms"] / r[f"ours_{mode}_ms"])
+                             for r in rows if (r["out"], r["in"], r["M"], r["block"]) == (n, k, m, block))
+                if pts:
+                    ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], style, color=colors(i % 10),
+                            marker="o", markersize=3, label=f"{n}x{k} M={m} {block}")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_title(f"{mode}: speedup over dense int8 (fbgemm), 1 thread")
         ax.set_xlabel("sparsity (%)")
