@@ -17,6 +17,8 @@ if [[ "${1:-}" == "--arm" ]]; then
   echo "== qemu-aarch64 -cpu max (NEON with dot-product)"
   qemu-aarch64 -cpu max "$out/kernel_test_arm" --require neon neondot
 else
-  g++ "${flags[@]}" -march=x86-64 "${src[@]}" -o "$out/kernel_test"
+  # Baseline ISA on x86-64 (the AVX2 kernel enables its own target); aarch64's default is baseline.
+  if [[ "$(uname -m)" == x86_64 ]]; then flags+=(-march=x86-64); fi
+  g++ "${flags[@]}" "${src[@]}" -o "$out/kernel_test"
   "$out/kernel_test" "${@}"
 fi
