@@ -23,7 +23,7 @@ def _run(args, **env):
 def test_loaded_library_is_the_cached_build():
     path = _extension.load()
     assert path == _extension.library_path()
-    assert path.is_file() and path.parent.parent == _extension.cache_dir()
+    assert path.is_file() and _extension.cache_dir() in path.parents
     assert torch.ops.torch_sparse_backend.qlinear_prepack.default is not None
 
 
