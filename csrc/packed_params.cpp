@@ -46,7 +46,10 @@ CpuFeatures cpu_features() {
     r.neon = capability(caps, "neon");
     r.neon_dot = r.neon && capability(caps, "dot");
 #if defined(__aarch64__)
-    r.neon = true;  // Advanced SIMD is part of AArch64.
+    // Advanced SIMD is part of AArch64, and the kernel's HWCAP bits are the final
+    // word on the dot-product extension when cpuinfo could not read the CPU.
+    r.neon = true;
+    r.neon_dot = r.neon_dot || detect_cpu_features().neon_dot;
 #endif
     return r;
   }();
