@@ -11,7 +11,6 @@ import io
 import itertools
 import warnings
 
-import numpy as np
 import torch
 import torch.ao.quantization as tq
 from torch.testing._internal.common_quantized import override_quantized_engine
