@@ -357,6 +357,15 @@ TORCH_LIBRARY(torch_sparse_backend, m) {
   m.def("_runnable_kernels() -> str[]", runnable_kernels);
   m.def("_compiled_kernels() -> str[]", [] { return compiled_variants(); });
   m.def("_cpu_features() -> str[]", cpu_feature_names);
+  // False when this library was compiled without the threading runtime that
+  // at::parallel_for needs, so that every op would run on one thread.
+  m.def("_intra_op_parallel() -> bool", [] {
+#ifdef INTRA_OP_PARALLEL
+    return true;
+#else
+    return false;
+#endif
+  });
 }
 
 TORCH_LIBRARY_IMPL(torch_sparse_backend, CompositeExplicitAutograd, m) {

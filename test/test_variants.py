@@ -71,6 +71,12 @@ def test_variant_matches_reference(kernel):
             assert torch.equal(yd, reference_qlinear_dynamic(x, w, bias, relu)), where
 
 
+def test_ops_are_built_to_use_intra_op_threads():
+    # Without it at::parallel_for runs every op on the calling thread only.
+    assert OPS._intra_op_parallel()
+    assert tsb.info()["intra_op_threads"] == torch.get_num_threads()
+
+
 @pytest.mark.parametrize("kernel", RUNNABLE)
 def test_results_do_not_depend_on_thread_count(kernel):
     g = torch.Generator().manual_seed(8)

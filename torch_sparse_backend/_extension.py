@@ -26,7 +26,10 @@ import torch
 __all__ = ["ExtensionBuildError", "load", "cache_dir", "source_dir", "library_path"]
 
 _NAME = "torch_sparse_backend_C"
-_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+# -fopenmp: at::parallel_for is inline and runs serially unless the caller is
+# compiled with OpenMP; the runtime it links is the libgomp torch already loaded.
+_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
 _SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined"]
 _loaded_path: Path | None = None
 
@@ -154,7 +157,7 @@ def load(verbose: bool | None = None) -> Path:
                 name=_NAME,
                 sources=[str(p) for p in _sources(root)],
                 extra_cflags=_extra_cflags(),
-                extra_ldflags=_SANITIZE_FLAGS if sanitize() else None,
+                extra_ldflags=_LDFLAGS + (_SANITIZE_FLAGS if sanitize() else []),
                 extra_include_paths=[str(root)],
                 build_directory=str(build),
                 is_python_module=False,

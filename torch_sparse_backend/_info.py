@@ -21,6 +21,7 @@ def info() -> dict[str, object]:
         "compiled_kernels": list(ops._compiled_kernels()),
         "runnable_kernels": list(ops._runnable_kernels()),
         "active_kernel": ops._active_kernel(),
+        "intra_op_threads": torch.get_num_threads() if ops._intra_op_parallel() else 1,
         "library": str(_extension.library_path()),
         "cache_dir": str(_extension.cache_dir()),
     }
