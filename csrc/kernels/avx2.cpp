@@ -32,10 +32,7 @@
 // The ISA is enabled for this file only: the target pragma covers everything
 // below, which runs only after dispatch selected this variant. FMA is left
 // disabled so that no multiply-add can ever be contracted in an epilogue.
-#include <algorithm>
-#include <cmath>
-#include <cstring>
-#include <vector>
+#include <utility>
 
 #include "kernel_registry.h"
 #include "sparse_core.h"
@@ -44,12 +41,10 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx2")
-#include <immintrin.h>
+#include "x86_common.h"
 
 namespace tsb {
 namespace {
-
-constexpr int64_t kTileRows = 8;
 
 // The batch kernels and the 1x4 GEMV are compiled as functions of their own:
 // inlined together into run(), their static instantiations ran 5-15% slower
@@ -59,36 +54,6 @@ constexpr int64_t kTileRows = 8;
 // Batch buffer bytes walked at a time, and tiles per walk (see quads_batch).
 constexpr int64_t kPanelBytes = 48 * 1024;
 constexpr int64_t kPanelTiles = 16;
-
-// Storage unit of the activation buffers (aligned for vector loads).
-struct alignas(32) Vec32 {
-  uint8_t b[32];
-};
-
-// All-ones in lanes i < n.
-inline __m256i lanes_below(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// In place: r[j][i] <- r[i][j] for an 8x8 matrix of int32.
-inline void transpose_8x8_epi32(__m256i r[8]) {
-  const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
-  const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
-  const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
-  const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
-  const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
-  const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
-  const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
-  const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
-  r[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
-  r[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
-  r[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
-  r[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
-  r[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
-  r[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
-  r[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
-  r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
-}
 
 // In place, within each 128-bit lane: 8x8 transpose of int16.
 inline void transpose_8x8_epi16_lanes(__m256i r[8]) {
@@ -110,98 +75,6 @@ inline void transpose_8x8_epi16_lanes(__m256i r[8]) {
   r[7] = _mm256_unpackhi_epi64(b3, b7);
 }
 
-// Lane r of the result is the sum of the 8 lanes of a[r].
-inline __m256i sum_lanes_8x8(const __m256i a[8]) {
-  const __m256i s01 = _mm256_hadd_epi32(a[0], a[1]), s23 = _mm256_hadd_epi32(a[2], a[3]);
-  const __m256i s45 = _mm256_hadd_epi32(a[4], a[5]), s67 = _mm256_hadd_epi32(a[6], a[7]);
-  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                          _mm256_permute2x128_si256(s0123, s4567, 0x31));
-}
-
-// Per-thread scratch, grown on demand and kept for the thread's next calls.
-template <class T>
-T* thread_scratch(size_t n) {
-  thread_local std::vector<T> buf;
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
-}
-
-// 16 activations of one row, widened to int16; columns at or past `len` read as 0.
-inline __m256i load_row16_epu8(const uint8_t* src, int64_t len) {
-  if (len >= 16) return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-  alignas(16) uint8_t t[16] = {};
-  std::memcpy(t, src, static_cast<size_t>(len));
-  return _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
-}
-
-// Requantizing epilogue for 8 output channels n0.. of one output row.
-class StaticEpilogue {
- public:
-  explicit StaticEpilogue(const StaticArgs& a)
-      : a_(a),
-        lo_(_mm256_set1_ps(static_cast<float>(a.qmin - a.y_zero_point))),
-        hi_(_mm256_set1_ps(static_cast<float>(a.qmax - a.y_zero_point))),
-        y_zp_(_mm256_set1_epi32(a.y_zero_point)) {}
-
-  // acc holds sum x*w - x_zp*row_sum; only lanes < nv are stored.
-  void store(int64_t m, int64_t n0, int nv, __m256i acc) const {
-    __m256 rq, bs;
-    if (nv == 8) {
-      rq = _mm256_loadu_ps(a_.requant_scale + n0);
-      bs = _mm256_loadu_ps(a_.bias_scaled + n0);
-    } else {
-      const __m256i mask = lanes_below(nv);
-      rq = _mm256_maskload_ps(a_.requant_scale + n0, mask);
-      bs = _mm256_maskload_ps(a_.bias_scaled + n0, mask);
-    }
-    __m256 v = _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(acc), bs), rq);
-    v = _mm256_min_ps(_mm256_max_ps(v, lo_), hi_);
-    // Round half to even (default MXCSR); the clamp keeps the sum in [qmin, qmax].
-    const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(v), y_zp_);
-    const __m128i q16 = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    const __m128i q8 = _mm_packus_epi16(q16, q16);
-    uint8_t* y = a_.y + m * a_.ldy + n0;
-    if (nv == 8) {
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(y), q8);
-    } else {
-      alignas(16) uint8_t t[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(t), q8);
-      std::memcpy(y, t, static_cast<size_t>(nv));
-    }
-  }
-
- private:
-  const StaticArgs& a_;
-  __m256 lo_, hi_;
-  __m256i y_zp_;
-};
-
-// Dequantizing epilogue: a multiply, then an add, then max(y, +0) with ReLU.
-class DynamicEpilogue {
- public:
-  explicit DynamicEpilogue(const DynamicArgs& a) : a_(a) {}
-
-  void store(int64_t m, int64_t n0, int nv, __m256i acc) const {
-    float* y = a_.y + m * a_.ldy + n0;
-    if (nv == 8) {
-      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_loadu_ps(a_.dequant_scale + n0));
-      v = _mm256_add_ps(v, _mm256_loadu_ps(a_.bias + n0));
-      if (a_.relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
-      _mm256_storeu_ps(y, v);
-    } else {
-      const __m256i mask = lanes_below(nv);
-      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_maskload_ps(a_.dequant_scale + n0, mask));
-      v = _mm256_add_ps(v, _mm256_maskload_ps(a_.bias + n0, mask));
-      if (a_.relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
-      _mm256_maskstore_ps(y, mask, v);
-    }
-  }
-
- private:
-  const DynamicArgs& a_;
-};
-
 class Avx2Plan final : public KernelPlan {
  public:
   explicit Avx2Plan(const BcsrMatrix& m)
@@ -215,7 +88,11 @@ class Avx2Plan final : public KernelPlan {
     if (column_pairs_) {
       build_column_pairs(m);
     } else {
-      build_quads(m);
+      QuadRows q(m, tiles_);
+      tile_start_ = std::move(q.tile_start);
+      row_count_ = std::move(q.row_count);
+      quad_idx_ = std::move(q.quad_idx);
+      weights_ = std::move(q.weights);
     }
   }
 
@@ -239,53 +116,14 @@ class Avx2Plan final : public KernelPlan {
 
   void quantize_activations(const float* x, int64_t n, float inv_scale, int32_t zp,
                             uint8_t* q) const override {
-    const __m256 scale = _mm256_set1_ps(inv_scale);
-    const __m256 lo = _mm256_set1_ps(static_cast<float>(-zp));
-    const __m256 hi = _mm256_set1_ps(static_cast<float>(255 - zp));
-    const __m256i vzp = _mm256_set1_epi32(zp);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      // nearbyint: round in the current rounding mode, like the reference.
-      __m256 v = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), scale),
-                                 _MM_FROUND_CUR_DIRECTION);
-      v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-      const __m256i w = _mm256_add_epi32(_mm256_cvtps_epi32(v), vzp);  // in 0..255
-      const __m128i w16 = _mm_packus_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i), _mm_packus_epi16(w16, w16));
-    }
-    quantize_activations_reference(x + i, n - i, inv_scale, zp, q + i);
+    quantize_activations_avx2(x, n, inv_scale, zp, q);
   }
 
   bool finite_min_max(const float* x, int64_t n, float* lo, float* hi) const override {
-    if (n < 8) return finite_min_max_reference(x, n, lo, hi);
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 inf = _mm256_set1_ps(INFINITY);
-    __m256 mn = _mm256_loadu_ps(x), mx = mn;
-    __m256 finite = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    auto scan = [&](__m256 v) {
-      mn = _mm256_min_ps(mn, v);
-      mx = _mm256_max_ps(mx, v);
-      // |v| < inf is false for infinities and NaN.
-      finite = _mm256_and_ps(finite, _mm256_cmp_ps(_mm256_and_ps(v, abs_mask), inf, _CMP_LT_OQ));
-    };
-    for (int64_t i = 0; i + 8 <= n; i += 8) scan(_mm256_loadu_ps(x + i));
-    scan(_mm256_loadu_ps(x + n - 8));  // the last 8, overlapping: min and max do not mind
-    alignas(32) float a[8], b[8];
-    _mm256_store_ps(a, mn);
-    _mm256_store_ps(b, mx);
-    float lo_all = a[0], hi_all = b[0];
-    for (int i = 1; i < 8; ++i) {
-      lo_all = a[i] < lo_all ? a[i] : lo_all;
-      hi_all = b[i] > hi_all ? b[i] : hi_all;
-    }
-    *lo = lo_all;
-    *hi = hi_all;
-    return _mm256_movemask_ps(finite) == 0xff;
+    return finite_min_max_avx2(x, n, lo, hi);
   }
 
  private:
-  static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
   int valid_rows(int64_t t) const {
     return static_cast<int>(std::min<int64_t>(kTileRows, n_ - t * kTileRows));
   }
@@ -294,36 +132,6 @@ class Avx2Plan final : public KernelPlan {
   __m256i zero_point_term(int64_t t, int32_t x_zp) const {
     const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
     return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
-  }
-
-  void build_quads(const BcsrMatrix& m) {
-    const int64_t rows = tiles_ * kTileRows, bs = m.rb * m.cb;
-    tile_start_.assign(tiles_ + 1, 0);
-    row_count_.assign(rows, 0);
-    for (int64_t n = 0; n < rows; ++n) {
-      const int64_t begin = static_cast<int64_t>(quad_idx_.size());
-      if (n < m.N) {
-        const int64_t br = n / m.rb, r = n % m.rb;
-        for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
-          for (int64_t c = 0; c < m.cb; ++c) {
-            const int8_t v = m.values[j * bs + r * m.cb + c];
-            if (v == 0) continue;
-            const int64_t k = int64_t{m.col_idx[j]} * m.cb + c;
-            const uint16_t q = static_cast<uint16_t>(k / 4);
-            if (static_cast<int64_t>(quad_idx_.size()) == begin || quad_idx_.back() != q) {
-              quad_idx_.push_back(q);
-              weights_.insert(weights_.end(), 4, int8_t{0});
-            }
-            weights_[weights_.size() - 4 + k % 4] = v;
-          }
-        }
-      }
-      // At most ceil(65793 / 4) pieces per row (kMaxInFeatures).
-      row_count_[n] = static_cast<uint16_t>(static_cast<int64_t>(quad_idx_.size()) - begin);
-      if (n % kTileRows == kTileRows - 1) {
-        tile_start_[n / kTileRows + 1] = static_cast<int32_t>(quad_idx_.size());
-      }
-    }
   }
 
   void build_column_pairs(const BcsrMatrix& m) {
