@@ -26,6 +26,7 @@ const std::vector<Variant>& variants() {
       {"neon", [](const CpuFeatures& f) { return f.neon; }, make_neon_plan},
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
+      {"avx512vnni", [](const CpuFeatures& f) { return f.avx512vnni; }, make_avx512vnni_plan},
       {"avx2", [](const CpuFeatures& f) { return f.avx2; }, make_avx2_plan},
 #endif
       {"reference", [](const CpuFeatures&) { return true; }, make_reference_plan},

@@ -1,0 +1,507 @@
+// The x86 AVX-512 VNNI kernel variant ("avx512vnni": AVX-512 F, BW, VL and VNNI).
+//
+// Exactness: every product is formed by vpdpbusd, which multiplies unsigned
+// activation bytes (0..255) by signed weight bytes, adds the four products of
+// each 32-bit lane and accumulates without saturation (the non-"s" form), so
+// every partial sum is an exact int32, as in the reference. The zero point is
+// removed afterwards: acc = sum x * w - x_zp * row_sum (wrapping int32).
+//
+// Two packed layouts, both in tiles of 8 output channels:
+//
+//  * Quads (every block shape except rb >= 8 with cb <= 2): the QuadRows
+//    layout of x86_common.h, one 32-bit word of 4 weights per piece, which is
+//    exactly one vpdpbusd lane.
+//  * Column quads (rb in {8, 16}, cb in {1, 2}): each group of 8 output rows
+//    is a list of entries, four input columns c0..c3 (uint32) and 32 int8
+//    weights, row i's w[i][c0..c3] in bytes 4i..4i+3. 8x1 blocks are grouped
+//    four at a time in column order, 8x2 blocks two at a time; the last entry
+//    of a group is completed with zero weights on a valid column.
+//
+// Loop order: a single activation row (GEMV) gathers the activations of 16
+// pieces (or 4 column-quad entries) per step straight from the row. Batches of
+// 16, 32 or 64 rows first re-lay the activations: quads as one 64-byte vector
+// per quad and group of 16 rows (row i's 4 bytes in lane i), column quads as
+// 16 bytes per column and group (row i's byte at i). Then each weight word is
+// broadcast and multiplied with the vectors of every group. Output sums are
+// transposed to 8 channels of one row for the epilogues of x86_common.h,
+// which repeat the reference's float operations in its order.
+//
+// The ISA is enabled for this file only (target pragma below); it runs only
+// after dispatch selected the variant. FMA stays disabled, as in avx2.cpp.
+#include <utility>
+
+#include "kernel_registry.h"
+#include "sparse_core.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
+// GCC 12's AVX-512 intrinsics start from self-initialized "undefined"
+// vectors, which -Wmaybe-uninitialized reports at every inlined use.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "x86_common.h"
+
+namespace tsb {
+namespace {
+
+#define TSB_KERNEL_NOINLINE __attribute__((noinline))
+
+// Entries of padding after the quads index array (see quads_gemv).
+constexpr size_t kIndexPad = 8;
+
+// One activation vector of the quads batch buffer.
+struct alignas(64) Vec64 {
+  uint8_t b[64];
+};
+
+inline int32_t load_i32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// 32 activations of one row; bytes at or past `len` read as 0.
+inline __m256i load_row32(const uint8_t* src, int64_t len) {
+  if (len >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+  return _mm256_maskz_loadu_epi8(static_cast<__mmask32>((uint64_t{1} << len) - 1), src);
+}
+
+// 16 activations of one row; bytes at or past `len` read as 0.
+inline __m128i load_row16(const uint8_t* src, int64_t len) {
+  if (len >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  return _mm_maskz_loadu_epi8(static_cast<__mmask16>((1u << len) - 1), src);
+}
+
+// In place: 16x16 transpose of bytes (byte j of r[i] -> byte i of r[j]).
+inline void transpose_16x16_epi8(__m128i r[16]) {
+  __m128i a[16], b[16];
+  // a[i], a[i + 8]: 16-bit element j = rows 2i, 2i + 1 of column j, 8 + j.
+  for (int i = 0; i < 8; ++i) {
+    a[i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+    a[i + 8] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+  }
+  // b[8h + 4s + i]: 32-bit element j = rows 4i .. 4i + 3 of column 8h + 4s + j.
+  for (int h = 0; h < 2; ++h) {
+    for (int i = 0; i < 4; ++i) {
+      b[8 * h + i] = _mm_unpacklo_epi16(a[8 * h + 2 * i], a[8 * h + 2 * i + 1]);
+      b[8 * h + 4 + i] = _mm_unpackhi_epi16(a[8 * h + 2 * i], a[8 * h + 2 * i + 1]);
+    }
+  }
+  // a[4q + i], a[4q + 2 + i]: 64-bit element j = rows 8i .. 8i + 7 of column
+  // 4q + j, 4q + 2 + j.
+  for (int q = 0; q < 4; ++q) {
+    for (int i = 0; i < 2; ++i) {
+      a[4 * q + i] = _mm_unpacklo_epi32(b[4 * q + 2 * i], b[4 * q + 2 * i + 1]);
+      a[4 * q + 2 + i] = _mm_unpackhi_epi32(b[4 * q + 2 * i], b[4 * q + 2 * i + 1]);
+    }
+  }
+  for (int q = 0; q < 4; ++q) {
+    r[4 * q] = _mm_unpacklo_epi64(a[4 * q], a[4 * q + 1]);
+    r[4 * q + 1] = _mm_unpackhi_epi64(a[4 * q], a[4 * q + 1]);
+    r[4 * q + 2] = _mm_unpacklo_epi64(a[4 * q + 2], a[4 * q + 3]);
+    r[4 * q + 3] = _mm_unpackhi_epi64(a[4 * q + 2], a[4 * q + 3]);
+  }
+}
+
+// The four 128-bit quarters of a, summed lane by lane into one ymm (two halves).
+inline __m256i fold_512(__m512i a) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
+}
+
+class Avx512VnniPlan final : public KernelPlan {
+ public:
+  explicit Avx512VnniPlan(const BcsrMatrix& m)
+      : n_(m.N),
+        kp_(m.padded_k()),
+        quads_(ceil_div(m.padded_k(), 4)),
+        tiles_(ceil_div(m.N, kTileRows)),
+        column_quads_(m.rb >= 8 && m.cb <= 2),
+        row_sum_(row_sums(m)) {
+    row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
+    if (column_quads_) {
+      build_column_quads(m);
+    } else {
+      q_ = QuadRows(m, tiles_);
+      // Index padding read by the last GEMV step (with zero weights).
+      q_.quad_idx.resize(q_.quad_idx.size() + kIndexPad, 0);
+    }
+  }
+
+  const char* name() const override { return "avx512vnni"; }
+  int64_t num_tiles() const override { return tiles_; }
+  size_t packed_bytes() const override {
+    return q_.bytes() + cq_start_.size() * sizeof(int32_t) + cq_cols_.size() * sizeof(uint32_t) +
+           cq_weights_.size() + row_sum_.size() * sizeof(int32_t);
+  }
+
+  void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
+                  int64_t t_end) const override {
+    run(StaticEpilogue(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
+  }
+
+  void run_dynamic(const DynamicArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
+                   int64_t t_end) const override {
+    run(DynamicEpilogue(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
+  }
+
+  void quantize_activations(const float* x, int64_t n, float inv_scale, int32_t zp,
+                            uint8_t* q) const override {
+    quantize_activations_avx2(x, n, inv_scale, zp, q);
+  }
+
+  bool finite_min_max(const float* x, int64_t n, float* lo, float* hi) const override {
+    return finite_min_max_avx2(x, n, lo, hi);
+  }
+
+ private:
+  int valid_rows(int64_t t) const {
+    return static_cast<int>(std::min<int64_t>(kTileRows, n_ - t * kTileRows));
+  }
+
+  // x_zp * row_sum for the 8 channels of tile t.
+  __m256i zero_point_term(int64_t t, int32_t x_zp) const {
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
+    return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
+  }
+
+  void build_column_quads(const BcsrMatrix& m) {
+    const int64_t bs = m.rb * m.cb;
+    cq_start_.assign(tiles_ + 1, 0);
+    std::vector<uint32_t> cols;
+    std::vector<int8_t> w;  // 8 per column, rows 0..7
+    for (int64_t g = 0; g < tiles_; ++g) {
+      const int64_t br = g * kTileRows / m.rb, r0 = g * kTileRows % m.rb;
+      cols.clear();
+      w.clear();
+      for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
+        for (int64_t c = 0; c < m.cb; ++c) {
+          bool any = false;
+          int8_t v[8];
+          for (int64_t i = 0; i < 8; ++i) {
+            v[i] = m.values[j * bs + (r0 + i) * m.cb + c];
+            any |= v[i] != 0;
+          }
+          if (!any) continue;
+          cols.push_back(static_cast<uint32_t>(int64_t{m.col_idx[j]} * m.cb + c));
+          w.insert(w.end(), v, v + 8);
+        }
+      }
+      for (size_t e = 0; e < cols.size(); e += 4) {
+        for (size_t c = 0; c < 4; ++c) {
+          // A missing fourth column repeats a valid one, with weight 0.
+          cq_cols_.push_back(e + c < cols.size() ? cols[e + c] : cols[e]);
+        }
+        for (int64_t i = 0; i < 8; ++i) {
+          for (size_t c = 0; c < 4; ++c) {
+            cq_weights_.push_back(e + c < cols.size() ? w[(e + c) * 8 + i] : int8_t{0});
+          }
+        }
+      }
+      cq_start_[g + 1] = static_cast<int32_t>(cq_cols_.size() / 4);
+    }
+  }
+
+  template <class Epilogue>
+  void run(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
+           int64_t m_end, int64_t t_begin, int64_t t_end) const {
+    if (m_begin >= m_end || t_begin >= t_end) return;
+    for (int64_t m = m_begin; m < m_end;) {
+      const int64_t left = m_end - m;
+      if (left <= 2) {  // one or two rows: a gathering GEMV per row
+        if (column_quads_) {
+          column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+        } else {
+          quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+        }
+        ++m;
+        continue;
+      }
+      if (column_quads_) {
+        const int groups = left > 16 ? 2 : 1;
+        const int rows = static_cast<int>(std::min<int64_t>(left, 16 * groups));
+        __m128i* buf = thread_scratch<__m128i>(static_cast<size_t>(kp_ * groups));
+        pack_columns(x + m * ldx, ldx, rows, groups, buf);
+        if (groups == 2) {
+          column_quads_batch<2>(epi, buf, m, rows, x_zp, t_begin, t_end);
+        } else {
+          column_quads_batch<1>(epi, buf, m, rows, x_zp, t_begin, t_end);
+        }
+        m += rows;
+        continue;
+      }
+      const int groups = left > 16 ? 2 : 1;
+      const int rows = static_cast<int>(std::min<int64_t>(left, 16 * groups));
+      Vec64* buf = thread_scratch<Vec64>(static_cast<size_t>(quads_ * groups));
+      pack_quads(x + m * ldx, ldx, rows, groups, buf);
+      switch (groups) {
+        case 4: quads_batch<4, 2>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
+        case 2: quads_batch<2, 2>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
+        default: quads_batch<1, 4>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
+      }
+      m += rows;
+    }
+  }
+
+  // Epilogue of one tile of a batch: part[g][r][i] is the sum of output row
+  // 8t + r for activation row m0 + 16g + i.
+  template <int G, class Epilogue>
+  void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][16], int64_t m0,
+                        int rows, int64_t t, int32_t x_zp) const {
+    const __m256i zp_term = zero_point_term(t, x_zp);
+    for (int g = 0; g < G; ++g) {
+      for (int h = 0; h < 2; ++h) {
+        const int base = 16 * g + 8 * h;
+        if (base >= rows) return;
+        __m256i c[8];
+        for (int r = 0; r < 8; ++r) {
+          c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(&part[g][r][8 * h]));
+        }
+        transpose_8x8_epi32(c);  // c[i]: activation row base + i, lane = output row
+        for (int i = 0; i < 8 && base + i < rows; ++i) {
+          epi.store(m0 + base + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
+        }
+      }
+    }
+  }
+
+  // ---- Quads layout ----
+
+  // The activation words of 8 pieces (quads idx[0..7] of the row xs) in
+  // one vector: 32-bit broadcast loads merged by blends, which keep the
+  // shuffle units free. The 8 indices come from two 64-bit loads.
+  static __m256i load_8_words(const uint8_t* xs, const uint16_t* idx) {
+    uint64_t lo, hi;
+    std::memcpy(&lo, idx, sizeof(lo));
+    std::memcpy(&hi, idx + 4, sizeof(hi));
+    auto word = [&](uint64_t v, int j) {
+      return _mm256_set1_epi32(load_i32(xs + 4 * ((v >> (16 * j)) & 0xffff)));
+    };
+    const __m256i a = _mm256_blend_epi32(word(lo, 0), word(lo, 1), 0x02);
+    const __m256i b = _mm256_blend_epi32(word(lo, 2), word(lo, 3), 0x08);
+    const __m256i c = _mm256_blend_epi32(word(hi, 0), word(hi, 1), 0x20);
+    const __m256i d = _mm256_blend_epi32(word(hi, 2), word(hi, 3), 0x80);
+    return _mm256_blend_epi32(_mm256_blend_epi32(a, b, 0x0c), _mm256_blend_epi32(c, d, 0xc0), 0xf0);
+  }
+
+  template <class Epilogue>
+  TSB_KERNEL_NOINLINE void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
+                                      int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    // The row, zero-padded to whole quads, read as one 32-bit word per quad.
+    uint8_t* xs = thread_scratch<uint8_t>(static_cast<size_t>(quads_ * 4));
+    std::memcpy(xs, x, static_cast<size_t>(kp_));
+    std::memset(xs + kp_, 0, static_cast<size_t>(quads_ * 4 - kp_));
+    const uint16_t* idx = q_.quad_idx.data();
+    const int8_t* w = q_.weights.data();
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      int64_t p = q_.tile_start[t];
+      __m256i rowsum[8];
+      for (int r = 0; r < 8; ++r) {
+        const int64_t end = p + q_.row_count[t * kTileRows + r];
+        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+        for (; p + 16 <= end; p += 16) {
+          acc0 = _mm256_dpbusd_epi32(acc0, load_8_words(xs, idx + p),
+                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4 * p)));
+          acc1 = _mm256_dpbusd_epi32(acc1, load_8_words(xs, idx + p + 8),
+                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4 * p + 32)));
+        }
+        // The last pieces: the index arrays are padded by kIndexPad entries,
+        // and the weights of pieces past the row's end are masked to zero.
+        for (; p < end; p += 8) {
+          const __mmask8 k = end - p >= 8 ? __mmask8{0xff} : static_cast<__mmask8>((1u << (end - p)) - 1);
+          acc0 = _mm256_dpbusd_epi32(acc0, load_8_words(xs, idx + p), _mm256_maskz_loadu_epi32(k, w + 4 * p));
+        }
+        p = end;
+        rowsum[r] = _mm256_add_epi32(acc0, acc1);
+      }
+      const __m256i sums = _mm256_sub_epi32(sum_lanes_8x8(rowsum), zero_point_term(t, x_zp));
+      epi.store(m, t * kTileRows, valid_rows(t), sums);
+    }
+  }
+
+  // Batch buffer of the quads layout: for quad q and group g of 16 activation
+  // rows, buf[q * groups + g] holds x[16g + i][4q .. 4q + 3] in lane i. Rows
+  // past `rows` and columns past padded_k() are zero.
+  void pack_quads(const uint8_t* x, int64_t ldx, int rows, int groups, Vec64* buf) const {
+    for (int g = 0; g < groups; ++g) {
+      for (int h = 0; h < 2; ++h) {
+        const int base = 16 * g + 8 * h;
+        const int valid = std::max(0, std::min(8, rows - base));
+        for (int64_t k = 0; k < kp_; k += 32) {
+          const int64_t len = std::min<int64_t>(32, kp_ - k);
+          __m256i r[8];
+          for (int i = 0; i < 8; ++i) {
+            r[i] = i < valid ? load_row32(x + (base + i) * ldx + k, len) : _mm256_setzero_si256();
+          }
+          transpose_8x8_epi32(r);  // r[j]: quad k / 4 + j, lane = row
+          const int64_t nq = ceil_div(len, 4);
+          for (int64_t j = 0; j < nq; ++j) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(buf[(k / 4 + j) * groups + g].b + 32 * h), r[j]);
+          }
+        }
+      }
+    }
+  }
+
+  // Rows [m0, m0 + rows) for 16 * G activation rows: each piece's weight word
+  // is broadcast once and multiplied with G activation vectors. U independent
+  // accumulator sets hide the latency of vpdpbusd when G is small.
+  template <int G, int U, class Epilogue>
+  TSB_KERNEL_NOINLINE void quads_batch(const Epilogue& epi, const Vec64* buf, int64_t m0, int rows,
+                                       int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    alignas(64) int32_t part[G][8][16];
+    const uint16_t* idx = q_.quad_idx.data();
+    const int8_t* w = q_.weights.data();
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      int64_t p = q_.tile_start[t];
+      for (int r = 0; r < 8; ++r) {
+        const int64_t end = p + q_.row_count[t * kTileRows + r];
+        __m512i acc[U][G];
+        for (int u = 0; u < U; ++u) {
+          for (int g = 0; g < G; ++g) acc[u][g] = _mm512_setzero_si512();
+        }
+        for (; p + U <= end; p += U) {
+          for (int u = 0; u < U; ++u) {
+            const __m512i wb = _mm512_set1_epi32(load_i32(w + 4 * (p + u)));
+            const Vec64* xq = buf + int64_t{idx[p + u]} * G;
+            for (int g = 0; g < G; ++g) {
+              acc[u][g] = _mm512_dpbusd_epi32(acc[u][g], _mm512_load_si512(xq + g), wb);
+            }
+          }
+        }
+        for (; p < end; ++p) {
+          const __m512i wb = _mm512_set1_epi32(load_i32(w + 4 * p));
+          const Vec64* xq = buf + int64_t{idx[p]} * G;
+          for (int g = 0; g < G; ++g) {
+            acc[0][g] = _mm512_dpbusd_epi32(acc[0][g], _mm512_load_si512(xq + g), wb);
+          }
+        }
+        for (int g = 0; g < G; ++g) {
+          __m512i s = acc[0][g];
+          for (int u = 1; u < U; ++u) s = _mm512_add_epi32(s, acc[u][g]);
+          _mm512_store_si512(part[g][r], s);
+        }
+      }
+      store_batch_tile<G>(epi, part, m0, rows, t, x_zp);
+    }
+  }
+
+  // ---- Column quads layout ----
+
+  template <class Epilogue>
+  TSB_KERNEL_NOINLINE void column_quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
+                                             int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    // Gathers read 4 bytes at each column: the row with 3 bytes of padding.
+    uint8_t* xs = thread_scratch<uint8_t>(static_cast<size_t>(kp_ + 4));
+    std::memcpy(xs, x, static_cast<size_t>(kp_));
+    std::memset(xs + kp_, 0, 4);
+    // Byte 0 of each 32-bit lane to bytes 0..3 of its 128-bit quarter.
+    const __m512i low_bytes = _mm512_set4_epi32(-1, -1, -1, 0x0c080400);
+    // Entry 2j's word to lanes 0..7, entry 2j + 1's to lanes 8..15.
+    const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+    const __m512i second_pair = _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12);
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      const int64_t e0 = cq_start_[t], e1 = cq_start_[t + 1];
+      __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+      for (int64_t e = e0; e < e1; e += 4) {
+        const int64_t n = std::min<int64_t>(4, e1 - e);
+        const __mmask16 k = static_cast<__mmask16>((1u << (4 * n)) - 1);
+        const __m512i cols = _mm512_maskz_loadu_epi32(k, cq_cols_.data() + 4 * e);
+        const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, cols, xs, 1);
+        const __m512i words = _mm512_shuffle_epi8(g, low_bytes);  // lane 4j: entry e + j
+        const __m512i w01 = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(n >= 2 ? 0xffff : 0x00ff),
+                                                     cq_weights_.data() + 32 * e);
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_permutexvar_epi32(first_pair, words), w01);
+        if (n > 2) {
+          const __m512i w23 = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(n == 4 ? 0xffff : 0x00ff),
+                                                       cq_weights_.data() + 32 * e + 64);
+          acc1 = _mm512_dpbusd_epi32(acc1, _mm512_permutexvar_epi32(second_pair, words), w23);
+        }
+      }
+      const __m256i sums = _mm256_sub_epi32(fold_512(_mm512_add_epi32(acc0, acc1)), zero_point_term(t, x_zp));
+      epi.store(m, t * kTileRows, valid_rows(t), sums);
+    }
+  }
+
+  // Batch buffer of the column quads layout: for column k and group g of 16
+  // activation rows, buf[k * groups + g] holds x[16g + i][k] in byte i. Rows
+  // past `rows` are zero.
+  void pack_columns(const uint8_t* x, int64_t ldx, int rows, int groups, __m128i* buf) const {
+    for (int g = 0; g < groups; ++g) {
+      const int valid = std::max(0, std::min(16, rows - 16 * g));
+      for (int64_t k = 0; k < kp_; k += 16) {
+        const int64_t len = std::min<int64_t>(16, kp_ - k);
+        __m128i r[16];
+        for (int i = 0; i < 16; ++i) {
+          r[i] = i < valid ? load_row16(x + (16 * g + i) * ldx + k, len) : _mm_setzero_si128();
+        }
+        transpose_16x16_epi8(r);  // r[j]: column k + j, byte = row
+        for (int64_t j = 0; j < len; ++j) _mm_store_si128(buf + (k + j) * groups + g, r[j]);
+      }
+    }
+  }
+
+  // Rows [m0, m0 + rows) for 16 * G activation rows: per entry and group, the
+  // four columns are interleaved into one vector of 16 rows' words, which
+  // meets each of the 8 output rows' broadcast weight word.
+  template <int G, class Epilogue>
+  TSB_KERNEL_NOINLINE void column_quads_batch(const Epilogue& epi, const __m128i* buf, int64_t m0,
+                                              int rows, int32_t x_zp, int64_t t_begin,
+                                              int64_t t_end) const {
+    alignas(64) int32_t part[G][8][16];
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      __m512i acc[G][8];
+      for (int g = 0; g < G; ++g) {
+        for (int r = 0; r < 8; ++r) acc[g][r] = _mm512_setzero_si512();
+      }
+      for (int64_t e = cq_start_[t]; e < cq_start_[t + 1]; ++e) {
+        const uint32_t* c = cq_cols_.data() + 4 * e;
+        const int8_t* we = cq_weights_.data() + 32 * e;
+        for (int g = 0; g < G; ++g) {
+          const __m128i c0 = _mm_load_si128(buf + int64_t{c[0]} * G + g);
+          const __m128i c1 = _mm_load_si128(buf + int64_t{c[1]} * G + g);
+          const __m128i c2 = _mm_load_si128(buf + int64_t{c[2]} * G + g);
+          const __m128i c3 = _mm_load_si128(buf + int64_t{c[3]} * G + g);
+          const __m128i a = _mm_unpacklo_epi8(c0, c1), b = _mm_unpackhi_epi8(c0, c1);
+          const __m128i d = _mm_unpacklo_epi8(c2, c3), f = _mm_unpackhi_epi8(c2, c3);
+          const __m256i lo = _mm256_set_m128i(_mm_unpackhi_epi16(a, d), _mm_unpacklo_epi16(a, d));
+          const __m256i hi = _mm256_set_m128i(_mm_unpackhi_epi16(b, f), _mm_unpacklo_epi16(b, f));
+          const __m512i xv = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+#pragma GCC unroll 8
+          for (int r = 0; r < 8; ++r) {
+            acc[g][r] = _mm512_dpbusd_epi32(acc[g][r], xv, _mm512_set1_epi32(load_i32(we + 4 * r)));
+          }
+        }
+      }
+      for (int g = 0; g < G; ++g) {
+        for (int r = 0; r < 8; ++r) _mm512_store_si512(part[g][r], acc[g][r]);
+      }
+      store_batch_tile<G>(epi, part, m0, rows, t, x_zp);
+    }
+  }
+
+  int64_t n_;       // output channels
+  int64_t kp_;      // padded input columns (readable in every activation row)
+  int64_t quads_;   // ceil(kp_ / 4)
+  int64_t tiles_;   // ceil(n_ / 8)
+  bool column_quads_;
+  QuadRows q_;                        // quads layout
+  std::vector<int32_t> cq_start_;     // column quads: first entry of each tile
+  std::vector<uint32_t> cq_cols_;     // column quads: 4 columns per entry
+  std::vector<int8_t> cq_weights_;    // column quads: 32 weights per entry
+  std::vector<int32_t> row_sum_;      // padded to tiles_ * 8
+};
+
+}  // namespace
+
+std::unique_ptr<KernelPlan> make_avx512vnni_plan(const BcsrMatrix& m) {
+  return std::make_unique<Avx512VnniPlan>(m);
+}
+
+}  // namespace tsb
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+
+#endif  // x86-64
