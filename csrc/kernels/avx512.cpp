@@ -110,6 +110,103 @@ inline __m256i fold_512(__m512i a) {
   return _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
 }
 
+// The epilogues of the batch kernels: 16 activation rows of 8 output
+// channels at once, one vector per channel, with per value the same float
+// operations in the same order as the 8-channel epilogues of x86_common.h
+// (which the GEMV paths use).
+class StaticEpilogue16 : public StaticEpilogue {
+ public:
+  explicit StaticEpilogue16(const StaticArgs& a)
+      : StaticEpilogue(a),
+        a_(a),
+        lo_(_mm512_set1_ps(static_cast<float>(a.qmin - a.y_zero_point))),
+        hi_(_mm512_set1_ps(static_cast<float>(a.qmax - a.y_zero_point))),
+        y_zp_(_mm512_set1_epi32(a.y_zero_point)) {}
+
+  // acc[r]: channel n0 + r of rows m0 .. m0 + 15, zero point removed. Rows
+  // below `rows` and channels below nv are stored.
+  void store16(int64_t m0, int rows, int64_t n0, int nv, const __m512i acc[8]) const {
+    __m128i c[8];
+    for (int r = 0; r < 8; ++r) {
+      if (r >= nv) {
+        c[r] = _mm_setzero_si128();
+        continue;
+      }
+      __m512 v = _mm512_mul_ps(_mm512_add_ps(_mm512_cvtepi32_ps(acc[r]), _mm512_set1_ps(a_.bias_scaled[n0 + r])),
+                               _mm512_set1_ps(a_.requant_scale[n0 + r]));
+      v = _mm512_min_ps(_mm512_max_ps(v, lo_), hi_);
+      // In [qmin, qmax] after the clamp, so the narrowing never saturates.
+      c[r] = _mm512_cvtusepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), y_zp_));
+    }
+    // 8 channels x 16 rows of bytes -> 16 rows x 8 channels: d[i] holds
+    // rows 2i and 2i + 1 in its low and high 8 bytes.
+    __m128i a[8], b[8], d[8];
+    for (int i = 0; i < 4; ++i) {
+      a[2 * i] = _mm_unpacklo_epi8(c[2 * i], c[2 * i + 1]);
+      a[2 * i + 1] = _mm_unpackhi_epi8(c[2 * i], c[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {
+      b[4 * i] = _mm_unpacklo_epi16(a[4 * i], a[4 * i + 2]);
+      b[4 * i + 1] = _mm_unpackhi_epi16(a[4 * i], a[4 * i + 2]);
+      b[4 * i + 2] = _mm_unpacklo_epi16(a[4 * i + 1], a[4 * i + 3]);
+      b[4 * i + 3] = _mm_unpackhi_epi16(a[4 * i + 1], a[4 * i + 3]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      d[2 * i] = _mm_unpacklo_epi32(b[i], b[4 + i]);
+      d[2 * i + 1] = _mm_unpackhi_epi32(b[i], b[4 + i]);
+    }
+    const __mmask16 k = static_cast<__mmask16>((1u << nv) - 1);
+    for (int i = 0; i < rows; ++i) {
+      const __m128i v = i % 2 ? _mm_unpackhi_epi64(d[i / 2], d[i / 2]) : d[i / 2];
+      uint8_t* y = a_.y + (m0 + i) * a_.ldy + n0;
+      if (nv == 8) {
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(y), v);
+      } else {
+        _mm_mask_storeu_epi8(y, k, v);
+      }
+    }
+  }
+
+ private:
+  const StaticArgs& a_;
+  __m512 lo_, hi_;
+  __m512i y_zp_;
+};
+
+class DynamicEpilogue16 : public DynamicEpilogue {
+ public:
+  explicit DynamicEpilogue16(const DynamicArgs& a) : DynamicEpilogue(a), a_(a) {}
+
+  void store16(int64_t m0, int rows, int64_t n0, int nv, const __m512i acc[8]) const {
+    __m256i lo[8], hi[8];
+    for (int r = 0; r < 8; ++r) {
+      __m512 v = _mm512_setzero_ps();
+      if (r < nv) {
+        v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r]), _mm512_set1_ps(a_.dequant_scale[n0 + r]));
+        v = _mm512_add_ps(v, _mm512_set1_ps(a_.bias[n0 + r]));
+        if (a_.relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+      }
+      lo[r] = _mm512_castsi512_si256(_mm512_castps_si512(v));
+      hi[r] = _mm512_extracti64x4_epi64(_mm512_castps_si512(v), 1);
+    }
+    transpose_8x8_epi32(lo);  // lo[i]: row i, lane = channel
+    transpose_8x8_epi32(hi);  // hi[i]: row 8 + i
+    const __mmask8 k = static_cast<__mmask8>((1u << nv) - 1);
+    for (int i = 0; i < rows; ++i) {
+      float* y = a_.y + (m0 + i) * a_.ldy + n0;
+      const __m256 v = _mm256_castsi256_ps(i < 8 ? lo[i] : hi[i - 8]);
+      if (nv == 8) {
+        _mm256_storeu_ps(y, v);
+      } else {
+        _mm256_mask_storeu_ps(y, k, v);
+      }
+    }
+  }
+
+ private:
+  const DynamicArgs& a_;
+};
+
 class Avx512VnniPlan final : public KernelPlan {
  public:
   explicit Avx512VnniPlan(const BcsrMatrix& m)
@@ -138,12 +235,12 @@ class Avx512VnniPlan final : public KernelPlan {
 
   void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
                   int64_t t_end) const override {
-    run(StaticEpilogue(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
+    run(StaticEpilogue16(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
   }
 
   void run_dynamic(const DynamicArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
                    int64_t t_end) const override {
-    run(DynamicEpilogue(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
+    run(DynamicEpilogue16(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
   }
 
   void quantize_activations(const float* x, int64_t n, float inv_scale, int32_t zp,
@@ -249,20 +346,15 @@ class Avx512VnniPlan final : public KernelPlan {
   template <int G, class Epilogue>
   void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][16], int64_t m0,
                         int rows, int64_t t, int32_t x_zp) const {
-    const __m256i zp_term = zero_point_term(t, x_zp);
-    for (int g = 0; g < G; ++g) {
-      for (int h = 0; h < 2; ++h) {
-        const int base = 16 * g + 8 * h;
-        if (base >= rows) return;
-        __m256i c[8];
-        for (int r = 0; r < 8; ++r) {
-          c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(&part[g][r][8 * h]));
-        }
-        transpose_8x8_epi32(c);  // c[i]: activation row base + i, lane = output row
-        for (int i = 0; i < 8 && base + i < rows; ++i) {
-          epi.store(m0 + base + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
-        }
-      }
+    __m512i zp_term[8];
+    for (int r = 0; r < 8; ++r) {  // x_zp * row_sum, wrapping like the reference
+      zp_term[r] = _mm512_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x_zp) *
+                                                          static_cast<uint32_t>(row_sum_[t * kTileRows + r])));
+    }
+    for (int g = 0; g < G && 16 * g < rows; ++g) {
+      __m512i a[8];
+      for (int r = 0; r < 8; ++r) a[r] = _mm512_sub_epi32(_mm512_load_si512(part[g][r]), zp_term[r]);
+      epi.store16(m0 + 16 * g, std::min(16, rows - 16 * g), t * kTileRows, valid_rows(t), a);
     }
   }
 
