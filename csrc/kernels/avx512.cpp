@@ -67,6 +67,11 @@ inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
   return acc;
 }
 
+inline __m256i dpbusd256(__m256i acc, __m256i u8, __m256i s8) {
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+  return acc;
+}
+
 inline int32_t load_i32(const void* p) {
   int32_t v;
   std::memcpy(&v, p, sizeof(v));
@@ -503,35 +508,28 @@ class Avx512VnniPlan final : public KernelPlan {
   template <class Epilogue>
   TSB_KERNEL_NOINLINE void column_quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
                                              int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    // Gathers read 4 bytes at each column: the row with 3 bytes of padding.
-    uint8_t* xs = thread_scratch<uint8_t>(static_cast<size_t>(kp_ + 4));
-    std::memcpy(xs, x, static_cast<size_t>(kp_));
-    std::memset(xs + kp_, 0, 4);
-    // Byte 0 of each 32-bit lane to bytes 0..3 of its 128-bit quarter.
-    const __m512i low_bytes = _mm512_set4_epi32(-1, -1, -1, 0x0c080400);
-    // Entry 2j's word to lanes 0..7, entry 2j + 1's to lanes 8..15.
-    const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
-    const __m512i second_pair = _mm512_setr_epi32(8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12);
     for (int64_t t = t_begin; t < t_end; ++t) {
       const int64_t e0 = cq_start_[t], e1 = cq_start_[t + 1];
-      __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
-      for (int64_t e = e0; e < e1; e += 4) {
-        const int64_t n = std::min<int64_t>(4, e1 - e);
-        const __mmask16 k = static_cast<__mmask16>((1u << (4 * n)) - 1);
-        const __m512i cols = _mm512_maskz_loadu_epi32(k, cq_cols_.data() + 4 * e);
-        const __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, cols, xs, 1);
-        const __m512i words = _mm512_shuffle_epi8(g, low_bytes);  // lane 4j: entry e + j
-        const __m512i w01 = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(n >= 2 ? 0xffff : 0x00ff),
-                                                     cq_weights_.data() + 32 * e);
-        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_permutexvar_epi32(first_pair, words), w01);
-        if (n > 2) {
-          const __m512i w23 = _mm512_maskz_loadu_epi32(static_cast<__mmask16>(n == 4 ? 0xffff : 0x00ff),
-                                                       cq_weights_.data() + 32 * e + 64);
-          acc1 = _mm512_dpbusd_epi32(acc1, _mm512_permutexvar_epi32(second_pair, words), w23);
-        }
+      // An entry's 4 activations as one word, broadcast to the 8 rows.
+      auto entry = [&](__m256i acc, int64_t e) {
+        const uint32_t* c = cq_cols_.data() + 4 * e;
+        const uint32_t word = uint32_t{x[c[0]]} | uint32_t{x[c[1]]} << 8 | uint32_t{x[c[2]]} << 16 |
+                              uint32_t{x[c[3]]} << 24;
+        return dpbusd256(acc, _mm256_set1_epi32(static_cast<int32_t>(word)),
+                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cq_weights_.data() + 32 * e)));
+      };
+      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+      __m256i acc2 = _mm256_setzero_si256(), acc3 = _mm256_setzero_si256();
+      int64_t e = e0;
+      for (; e + 4 <= e1; e += 4) {
+        acc0 = entry(acc0, e);
+        acc1 = entry(acc1, e + 1);
+        acc2 = entry(acc2, e + 2);
+        acc3 = entry(acc3, e + 3);
       }
-      const __m256i sums = _mm256_sub_epi32(fold_512(_mm512_add_epi32(acc0, acc1)), zero_point_term(t, x_zp));
-      epi.store(m, t * kTileRows, valid_rows(t), sums);
+      for (; e < e1; ++e) acc0 = entry(acc0, e);
+      const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(acc0, acc1), _mm256_add_epi32(acc2, acc3));
+      epi.store(m, t * kTileRows, valid_rows(t), _mm256_sub_epi32(sum, zero_point_term(t, x_zp)));
     }
   }
 
