@@ -260,13 +260,46 @@ class Avx512VnniPlan final : public KernelPlan {
     run(DynamicEpilogue16(a), a.x, a.ldx, a.x_zero_point, m_begin, m_end, t_begin, t_end);
   }
 
+  // 16 floats per step, the same operations per value as the reference.
   void quantize_activations(const float* x, int64_t n, float inv_scale, int32_t zp,
                             uint8_t* q) const override {
-    quantize_activations_avx2(x, n, inv_scale, zp, q);
+    const __m512 scale = _mm512_set1_ps(inv_scale);
+    const __m512 lo = _mm512_set1_ps(static_cast<float>(-zp));
+    const __m512 hi = _mm512_set1_ps(static_cast<float>(255 - zp));
+    const __m512i vzp = _mm512_set1_epi32(zp);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      // nearbyint: round in the current rounding mode, like the reference.
+      __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), scale), _MM_FROUND_CUR_DIRECTION);
+      v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+      const __m512i w = _mm512_add_epi32(_mm512_cvtps_epi32(v), vzp);  // in 0..255
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtusepi32_epi8(w));
+    }
+    quantize_activations_reference(x + i, n - i, inv_scale, zp, q + i);
   }
 
   bool finite_min_max(const float* x, int64_t n, float* lo, float* hi) const override {
-    return finite_min_max_avx2(x, n, lo, hi);
+    if (n < 32) return finite_min_max_avx2(x, n, lo, hi);
+    const __m512 inf = _mm512_set1_ps(INFINITY);
+    // Two independent running minima and maxima halve the dependency chains.
+    __m512 mn0 = _mm512_loadu_ps(x), mx0 = mn0, mn1 = mn0, mx1 = mn0;
+    __mmask16 finite = 0xffff;
+    auto scan = [&](__m512 v, __m512& mn, __m512& mx) {
+      mn = _mm512_min_ps(mn, v);
+      mx = _mm512_max_ps(mx, v);
+      // |v| < inf is false for infinities and NaN.
+      finite &= _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_LT_OQ);
+    };
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      scan(_mm512_loadu_ps(x + i), mn0, mx0);
+      scan(_mm512_loadu_ps(x + i + 16), mn1, mx1);
+    }
+    for (; i + 16 <= n; i += 16) scan(_mm512_loadu_ps(x + i), mn0, mx0);
+    scan(_mm512_loadu_ps(x + n - 16), mn1, mx1);  // the last 16, overlapping: min and max do not mind
+    *lo = _mm512_reduce_min_ps(_mm512_min_ps(mn0, mn1));
+    *hi = _mm512_reduce_max_ps(_mm512_max_ps(mx0, mx1));
+    return finite == 0xffff;
   }
 
  private:
