@@ -24,10 +24,11 @@ build() {
   for src in "$kernels"/*.cpp; do
     local base isa=()
     base=$(basename "$src" .cpp)
-    # clang does not apply avx2.cpp's target pragma to every function: give
-    # that file (and only it) the ISA on the command line. It runs only where
-    # dispatch finds AVX2.
+    # clang does not apply the x86 variants' target pragmas to every function:
+    # give those files (and only them) their ISA on the command line. They run
+    # only where dispatch finds it.
     [[ "$base" == avx2 ]] && isa=(-mavx2)
+    [[ "$base" == avx512 ]] && isa=(-mavx2 -mavx512f -mavx512bw -mavx512vl -mavx512vnni)
     "$cxx" "${flags[@]}" "${isa[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$out/$name.obj/$base.o"
     objs+=("$out/$name.obj/$base.o")
   done

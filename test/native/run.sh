@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs the torch-free kernel test.
 #   test/native/run.sh                     native build, every variant this CPU runs
+#   test/native/run.sh --asan              the same under AddressSanitizer and
+#                                          UndefinedBehaviorSanitizer
 #   test/native/run.sh --arm               aarch64 cross build, run under qemu-aarch64
 #                                          with a CPU without (cortex-a53) and with (max)
 #                                          the dot-product extension
@@ -10,7 +12,16 @@ src=("$here/kernel_test.cpp" "$here"/../../csrc/kernels/*.cpp)
 out=${TMPDIR:-/tmp}/tsb_native_test
 mkdir -p "$out"
 flags=(-std=c++17 -O2 -ffp-contract=off -Wall -Wextra -Werror)
-if [[ "${1:-}" == "--arm" ]]; then
+if [[ "${1:-}" == "--asan" ]]; then
+  # AddressSanitizer + UndefinedBehaviorSanitizer, with std::vector's capacity
+  # poisoned too, so that a read past an array's size fails even inside its
+  # allocation.
+  shift
+  if [[ "$(uname -m)" == x86_64 ]]; then flags+=(-march=x86-64); fi
+  g++ "${flags[@]/-O2/-O1}" -g -D_GLIBCXX_SANITIZE_VECTOR -fsanitize=address,undefined \
+    -fno-sanitize-recover=all "${src[@]}" -o "$out/kernel_test_asan"
+  "$out/kernel_test_asan" "${@}"
+elif [[ "${1:-}" == "--arm" ]]; then
   aarch64-linux-gnu-g++ "${flags[@]}" -static "${src[@]}" -o "$out/kernel_test_arm"
   echo "== qemu-aarch64 -cpu cortex-a53 (NEON, no dot-product)"
   qemu-aarch64 -cpu cortex-a53 "$out/kernel_test_arm" --require neon
