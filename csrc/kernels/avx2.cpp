@@ -24,8 +24,10 @@
 // (GEMV) reads x directly: quads load 8 pieces' activations per step, column
 // pairs broadcast the (x[ka], x[kb]) pair to the 8 rows. A batch of 8, 16 or 32
 // rows first re-lays the batch's activations as int16 in a buffer ordered for
-// the layout, then streams each tile's weights once for the whole batch. The
-// buffers are per-thread scratch that is reused from call to call.
+// the layout, then streams each tile's weights once for the whole batch
+// (column pairs: 8 rows against 8 output rows by lane rotations of the
+// weights, see column_pairs_batch8). The buffers are per-thread scratch that
+// is reused from call to call.
 // Epilogues work on 8 output channels of one output row at a time, with the
 // same float operations in the same order as requantize.h.
 //
@@ -439,34 +441,52 @@ class Avx2Plan final : public KernelPlan {
     }
   }
 
-  // Rows [m0, m0 + rows), rows <= 8: each entry's weights are widened once;
-  // the 8 rows' activation pairs are interleaved once and broadcast in turn.
+  // Rows [m0, m0 + rows), rows <= 8. Per entry, P holds the 8 activation
+  // rows' pairs (x[m][ka], x[m][kb]) (lane m) and W the 8 output rows' weight
+  // pairs (lane i). Instead of broadcasting one operand per row (a load or a
+  // shuffle per multiply-add), the 8 products per lane come from 8 lane
+  // rotations of W: R[s] lane m = W lane rot(s, m), with
+  // rot(s, m) = 4 * ((m / 4) ^ (s / 4)) + (m % 4 + s % 4) % 4, which for each m
+  // runs through all 8 output rows as s does. acc[s] lane m is then the sum of
+  // activation row m with output row rot(s, m); the tile's epilogue transposes
+  // acc and puts each row's lanes back in output-row order with one vpermd.
   template <class Epilogue>
   TSB_KERNEL_NOINLINE void column_pairs_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
                            int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     const __m128i* cols = reinterpret_cast<const __m128i*>(buf);
-    alignas(32) int32_t pairs[8];
     for (int64_t t = t_begin; t < t_end; ++t) {
-      __m256i acc[8];
-      for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_si256();
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
       for (int64_t e = tile_start_[t]; e < tile_start_[t + 1]; ++e) {
         const __m128i xa = _mm_load_si128(cols + pair_cols_[2 * e]);
         const __m128i xb = _mm_load_si128(cols + pair_cols_[2 * e + 1]);
-        _mm_store_si128(reinterpret_cast<__m128i*>(pairs), _mm_unpacklo_epi16(xa, xb));
-        _mm_store_si128(reinterpret_cast<__m128i*>(pairs + 4), _mm_unpackhi_epi16(xa, xb));
+        const __m256i p = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(xa, xb)),
+                                                  _mm_unpackhi_epi16(xa, xb), 1);
         const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
-#pragma GCC unroll 8
-        for (int i = 0; i < 8; ++i) {  // unrolled, so that acc stays in registers
-          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(w, _mm256_set1_epi32(pairs[i])));
-        }
+        const __m256i h = _mm256_permute2x128_si256(w, w, 0x01);  // halves swapped
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p, w));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p, _mm256_shuffle_epi32(w, 0x39)));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(p, _mm256_shuffle_epi32(w, 0x4e)));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(p, _mm256_shuffle_epi32(w, 0x93)));
+        a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(p, h));
+        a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(p, _mm256_shuffle_epi32(h, 0x39)));
+        a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(p, _mm256_shuffle_epi32(h, 0x4e)));
+        a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(p, _mm256_shuffle_epi32(h, 0x93)));
       }
+      __m256i c[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+      transpose_8x8_epi32(c);  // c[m] lane s: activation row m, output row rot(s, m)
       const __m256i zp_term = zero_point_term(t, x_zp);
-#pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) {
-        if (i < rows) epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], zp_term));
+      for (int i = 0; i < rows; ++i) {
+        const __m256i back = _mm256_load_si256(reinterpret_cast<const __m256i*>(kUnrotate[i]));
+        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(_mm256_permutevar8x32_epi32(c[i], back), zp_term));
       }
     }
   }
+
+  // kUnrotate[m][i]: the rotation s with rot(s, m) == i (see column_pairs_batch8).
+  alignas(32) static constexpr int32_t kUnrotate[8][8] = {
+      {0, 1, 2, 3, 4, 5, 6, 7}, {3, 0, 1, 2, 7, 4, 5, 6}, {2, 3, 0, 1, 6, 7, 4, 5}, {1, 2, 3, 0, 5, 6, 7, 4},
+      {4, 5, 6, 7, 0, 1, 2, 3}, {7, 4, 5, 6, 3, 0, 1, 2}, {6, 7, 4, 5, 2, 3, 0, 1}, {5, 6, 7, 4, 1, 2, 3, 0},
+  };
 
   int64_t n_;       // output channels
   int64_t kp_;      // padded input columns (readable in every activation row)
