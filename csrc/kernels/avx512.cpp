@@ -17,8 +17,10 @@
 //    four at a time in column order, 8x2 blocks two at a time; the last entry
 //    of a group is completed with zero weights on a valid column.
 //
-// Loop order: a single activation row (GEMV) gathers the activations of 16
-// pieces (or 4 column-quad entries) per step straight from the row. Batches of
+// Loop order: one or two activation rows are GEMVs that read the row directly:
+// quads assemble 8 pieces' activation words per vector from broadcast loads
+// and blends (16 pieces per step), column quads build each entry's word from
+// 4 byte loads and broadcast it to the 8 rows (4 entries per step). Batches of
 // 16, 32 or 64 rows first re-lay the activations: quads as one 64-byte vector
 // per quad and group of 16 rows (row i's 4 bytes in lane i), column quads as
 // 16 bytes per column and group (row i's byte at i). Then each weight word is
@@ -356,7 +358,7 @@ class Avx512VnniPlan final : public KernelPlan {
     if (m_begin >= m_end || t_begin >= t_end) return;
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
-      if (left <= 2) {  // one or two rows: a gathering GEMV per row
+      if (left <= 2) {  // one or two rows: a GEMV per row
         if (column_quads_) {
           column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
         } else {
