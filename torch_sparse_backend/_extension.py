@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ExtensionBuildError", "load", "module", "cache_dir", "source_dir", "library_path"]
+__all__ = ["ExtensionBuildError", "cache_dir", "library_path", "load", "module", "source_dir"]
 
 _NAME = "torch_sparse_backend_C"
 # Part of the fingerprint: a library built as a plain shared object (no Python

@@ -32,11 +32,11 @@ from . import _extension
 __all__ = [
     "UnsupportedArgumentError",
     "qlinear",
-    "qlinear_relu",
     "qlinear_dynamic",
+    "qlinear_relu",
     "qlinear_relu_dynamic",
-    "qlinear_uint8",
     "qlinear_relu_uint8",
+    "qlinear_uint8",
 ]
 
 _C = _extension.module()
@@ -53,7 +53,8 @@ UnsupportedArgumentError = _C.UnsupportedArgumentError
 # The entry points also refuse to run under a TorchFunctionMode or the JIT
 # tracer (they check both in C++), so the eager checks here are only those the
 # C++ side cannot make: torch.compile / torch.export (which trace this Python
-# code) and the exact tensor type.
+# code) and the exact tensor type. TorchScript skips a block only when its
+# condition is exactly `not torch.jit.is_scripting()`, hence the nested ifs.
 
 
 def qlinear(
@@ -73,7 +74,7 @@ def qlinear(
     Returns:
         ``torch.quint8`` tensor of shape ``(*, out_features)``.
     """
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting():  # noqa: SIM102
         if not _is_compiling():
             if type(x) is _Tensor:
                 try:
@@ -94,7 +95,7 @@ def qlinear_relu(
 
     Outputs below ``y_zero_point`` (negative values) become ``y_zero_point``.
     """
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting():  # noqa: SIM102
         if not _is_compiling():
             if type(x) is _Tensor:
                 try:
@@ -119,7 +120,7 @@ def qlinear_dynamic(
     Returns:
         float32 tensor of shape ``(*, out_features)``.
     """
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting():  # noqa: SIM102
         if not _is_compiling():
             if type(x) is _Tensor:
                 try:
@@ -135,7 +136,7 @@ def qlinear_relu_dynamic(
     packed: torch.classes.torch_sparse_backend.SparseLinearPackedParams,
 ) -> torch.Tensor:
     """:func:`qlinear_dynamic` fused with ReLU: ``torch.ops.torch_sparse_backend.qlinear_relu_dynamic``."""
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting():  # noqa: SIM102
         if not _is_compiling():
             if type(x) is _Tensor:
                 try:
@@ -165,7 +166,7 @@ def qlinear_uint8(
     Returns:
         uint8 tensor of shape ``(*, out_features)``, the bits :func:`qlinear` gives.
     """
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting():  # noqa: SIM102
         if not _is_compiling():
             if type(x) is _Tensor:
                 try:
@@ -185,7 +186,7 @@ def qlinear_relu_uint8(
     y_zero_point: int,
 ) -> torch.Tensor:
     """:func:`qlinear_uint8` fused with ReLU: ``torch.ops.torch_sparse_backend.qlinear_relu_uint8``."""
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting():  # noqa: SIM102
         if not _is_compiling():
             if type(x) is _Tensor:
                 try:
