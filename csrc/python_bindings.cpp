@@ -53,16 +53,16 @@ const py::detail::type_info* script_object_info = nullptr;
   throw python_error();
 }
 
-// The torch::jit::Object inside a torch._C.ScriptObject instance (or an
-// instance of a subclass), or nullptr when the instance was created by
-// ScriptObject.__new__ and never initialized: torch.ops dereferences such an
-// object's garbage and crashes, so callers must refuse it.
-const torch::jit::Object* script_object_value(PyObject* o) {
+// False when `o`, an instance of torch._C.ScriptObject or of a subclass, was
+// created by ScriptObject.__new__ and never initialized: its C++ object was
+// never constructed, and torch.ops dereferences its garbage and crashes, so
+// callers must refuse it.
+bool initialized(PyObject* o) {
   auto* inst = reinterpret_cast<py::detail::instance*>(o);
+  // The first (here: only) C++ part of the instance, whatever its pybind11 type.
   const py::detail::value_and_holder vh =
-      inst->get_value_and_holder(script_object_info, /*throw_if_missing=*/false);
-  if (vh.inst == nullptr || !vh.holder_constructed()) return nullptr;
-  return vh.value_ptr<torch::jit::Object>();
+      inst->get_value_and_holder(/*find_type=*/nullptr, /*throw_if_missing=*/false);
+  return vh.inst != nullptr && vh.holder_constructed() && vh.value_ptr() != nullptr;
 }
 
 [[noreturn]] void uninitialized(const char* op) {
@@ -84,8 +84,10 @@ Packed packed_arg(PyObject* o, const char* op) {
   if (Py_TYPE(o) != script_object_type) {
     unsupported(op, "W_prepack is not a torch.ScriptObject");
   }
-  const torch::jit::Object* obj = script_object_value(o);
-  if (obj == nullptr) uninitialized(op);
+  if (!initialized(o)) uninitialized(op);
+  const auto* obj = reinterpret_cast<py::detail::instance*>(o)
+                        ->get_value_and_holder(script_object_info)
+                        .value_ptr<torch::jit::Object>();
   const c10::intrusive_ptr<c10::ivalue::Object> ivalue = obj->_ivalue();
   if (ivalue->type().get() != packed_class_type()) {
     unsupported(op, "W_prepack is not a SparseLinearPackedParams");
@@ -212,12 +214,12 @@ TSB_FAST_OP(qlinear_dynamic, call_dynamic, DynamicSig)
 TSB_FAST_OP(qlinear_relu_dynamic, call_dynamic, DynamicSig)
 #undef TSB_FAST_OP
 
-// Raises ValueError for an uninitialized ScriptObject (see script_object_value);
+// Raises ValueError for an uninitialized ScriptObject (see initialized());
 // anything else passes. The Python side calls it before falling back to
 // torch.ops, which would crash on such an object.
 PyObject* check_params_object(PyObject* /*module*/, PyObject* obj) {
   HANDLE_TH_ERRORS
-  if (PyObject_TypeCheck(obj, script_object_type) && script_object_value(obj) == nullptr) {
+  if (PyObject_TypeCheck(obj, script_object_type) && !initialized(obj)) {
     uninitialized("torch_sparse_backend");
   }
   Py_RETURN_NONE;
