@@ -50,11 +50,16 @@ _check_params_object = _C.check_params_object
 #: here catch it and call ``torch.ops``; users never see it from them.
 UnsupportedArgumentError = _C.UnsupportedArgumentError
 
-# The entry points also refuse to run under a TorchFunctionMode or the JIT
-# tracer (they check both in C++), so the eager checks here are only those the
-# C++ side cannot make: torch.compile / torch.export (which trace this Python
-# code) and the exact tensor type. TorchScript skips a block only when its
-# condition is exactly `not torch.jit.is_scripting()`, hence the nested ifs.
+# Each public function is TorchScript-compatible: TorchScript skips a block whose
+# condition is exactly `not torch.jit.is_scripting()` and compiles only the
+# torch.ops call after it. The eager work is in a helper that TorchScript never
+# parses (it cannot parse try blocks, even in skipped code).
+#
+# The entry points themselves refuse to run under a TorchFunctionMode or the
+# JIT tracer (checked in C++), so the helpers check only what C++ cannot see:
+# torch.compile / torch.export, which trace this Python code, and the exact
+# tensor type. Before falling back to torch.ops they refuse an uninitialized
+# ScriptObject, on which torch.ops would crash.
 
 
 def qlinear(
@@ -74,14 +79,20 @@ def qlinear(
     Returns:
         ``torch.quint8`` tensor of shape ``(*, out_features)``.
     """
-    if not torch.jit.is_scripting():  # noqa: SIM102
-        if not _is_compiling():
-            if type(x) is _Tensor:
-                try:
-                    return _C.qlinear(x, packed, y_scale, y_zero_point)
-                except UnsupportedArgumentError:
-                    pass
-            _check_params_object(packed)
+    if not torch.jit.is_scripting():
+        return _qlinear_eager(x, packed, y_scale, y_zero_point)
+    return _OPS.qlinear(x, packed, y_scale, y_zero_point)
+
+
+def _qlinear_eager(x, packed, y_scale, y_zero_point):
+    if _is_compiling():
+        return _OPS.qlinear(x, packed, y_scale, y_zero_point)
+    if type(x) is _Tensor:
+        try:
+            return _C.qlinear(x, packed, y_scale, y_zero_point)
+        except UnsupportedArgumentError:
+            pass
+    _check_params_object(packed)
     return _OPS.qlinear(x, packed, y_scale, y_zero_point)
 
 
@@ -95,14 +106,20 @@ def qlinear_relu(
 
     Outputs below ``y_zero_point`` (negative values) become ``y_zero_point``.
     """
-    if not torch.jit.is_scripting():  # noqa: SIM102
-        if not _is_compiling():
-            if type(x) is _Tensor:
-                try:
-                    return _C.qlinear_relu(x, packed, y_scale, y_zero_point)
-                except UnsupportedArgumentError:
-                    pass
-            _check_params_object(packed)
+    if not torch.jit.is_scripting():
+        return _qlinear_relu_eager(x, packed, y_scale, y_zero_point)
+    return _OPS.qlinear_relu(x, packed, y_scale, y_zero_point)
+
+
+def _qlinear_relu_eager(x, packed, y_scale, y_zero_point):
+    if _is_compiling():
+        return _OPS.qlinear_relu(x, packed, y_scale, y_zero_point)
+    if type(x) is _Tensor:
+        try:
+            return _C.qlinear_relu(x, packed, y_scale, y_zero_point)
+        except UnsupportedArgumentError:
+            pass
+    _check_params_object(packed)
     return _OPS.qlinear_relu(x, packed, y_scale, y_zero_point)
 
 
@@ -120,14 +137,20 @@ def qlinear_dynamic(
     Returns:
         float32 tensor of shape ``(*, out_features)``.
     """
-    if not torch.jit.is_scripting():  # noqa: SIM102
-        if not _is_compiling():
-            if type(x) is _Tensor:
-                try:
-                    return _C.qlinear_dynamic(x, packed)
-                except UnsupportedArgumentError:
-                    pass
-            _check_params_object(packed)
+    if not torch.jit.is_scripting():
+        return _qlinear_dynamic_eager(x, packed)
+    return _OPS.qlinear_dynamic(x, packed)
+
+
+def _qlinear_dynamic_eager(x, packed):
+    if _is_compiling():
+        return _OPS.qlinear_dynamic(x, packed)
+    if type(x) is _Tensor:
+        try:
+            return _C.qlinear_dynamic(x, packed)
+        except UnsupportedArgumentError:
+            pass
+    _check_params_object(packed)
     return _OPS.qlinear_dynamic(x, packed)
 
 
@@ -136,14 +159,20 @@ def qlinear_relu_dynamic(
     packed: torch.classes.torch_sparse_backend.SparseLinearPackedParams,
 ) -> torch.Tensor:
     """:func:`qlinear_dynamic` fused with ReLU: ``torch.ops.torch_sparse_backend.qlinear_relu_dynamic``."""
-    if not torch.jit.is_scripting():  # noqa: SIM102
-        if not _is_compiling():
-            if type(x) is _Tensor:
-                try:
-                    return _C.qlinear_relu_dynamic(x, packed)
-                except UnsupportedArgumentError:
-                    pass
-            _check_params_object(packed)
+    if not torch.jit.is_scripting():
+        return _qlinear_relu_dynamic_eager(x, packed)
+    return _OPS.qlinear_relu_dynamic(x, packed)
+
+
+def _qlinear_relu_dynamic_eager(x, packed):
+    if _is_compiling():
+        return _OPS.qlinear_relu_dynamic(x, packed)
+    if type(x) is _Tensor:
+        try:
+            return _C.qlinear_relu_dynamic(x, packed)
+        except UnsupportedArgumentError:
+            pass
+    _check_params_object(packed)
     return _OPS.qlinear_relu_dynamic(x, packed)
 
 
@@ -166,14 +195,20 @@ def qlinear_uint8(
     Returns:
         uint8 tensor of shape ``(*, out_features)``, the bits :func:`qlinear` gives.
     """
-    if not torch.jit.is_scripting():  # noqa: SIM102
-        if not _is_compiling():
-            if type(x) is _Tensor:
-                try:
-                    return _C.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-                except UnsupportedArgumentError:
-                    pass
-            _check_params_object(packed)
+    if not torch.jit.is_scripting():
+        return _qlinear_uint8_eager(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+    return _OPS.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+
+
+def _qlinear_uint8_eager(x, x_scale, x_zero_point, packed, y_scale, y_zero_point):
+    if _is_compiling():
+        return _OPS.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+    if type(x) is _Tensor:
+        try:
+            return _C.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+        except UnsupportedArgumentError:
+            pass
+    _check_params_object(packed)
     return _OPS.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
 
 
@@ -186,12 +221,18 @@ def qlinear_relu_uint8(
     y_zero_point: int,
 ) -> torch.Tensor:
     """:func:`qlinear_uint8` fused with ReLU: ``torch.ops.torch_sparse_backend.qlinear_relu_uint8``."""
-    if not torch.jit.is_scripting():  # noqa: SIM102
-        if not _is_compiling():
-            if type(x) is _Tensor:
-                try:
-                    return _C.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-                except UnsupportedArgumentError:
-                    pass
-            _check_params_object(packed)
+    if not torch.jit.is_scripting():
+        return _qlinear_relu_uint8_eager(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+    return _OPS.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+
+
+def _qlinear_relu_uint8_eager(x, x_scale, x_zero_point, packed, y_scale, y_zero_point):
+    if _is_compiling():
+        return _OPS.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+    if type(x) is _Tensor:
+        try:
+            return _C.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
+        except UnsupportedArgumentError:
+            pass
+    _check_params_object(packed)
     return _OPS.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
