@@ -9,8 +9,11 @@
 // call the same op through the c10 dispatcher (a cached typed handle), so every
 // registered kernel and dispatch key (autograd, Python modes, fake/meta
 // kernels, ...) still applies. Errors from the op become the same Python
-// exceptions with the same messages as through torch.ops (torch's
-// HANDLE_TH_ERRORS translation).
+// exceptions with the same messages as through torch.ops (torch's own
+// translation, torch::translate_exception_to_python), and C++ warnings
+// (TORCH_WARN) go where they go through torch.ops: to c10's warning handler,
+// not to Python's warnings module, because torch.ops installs no Python
+// warning handler around the call (torch's HANDLE_TH_ERRORS would).
 //
 // Arguments the fast path does not handle exactly as torch.ops would (tensor
 // subclasses, other Python types, other ScriptObjects, an active
@@ -145,6 +148,16 @@ void check_call(Py_ssize_t nargs, Py_ssize_t expected, const char* op) {
   if (torch::jit::tracer::isTracing()) unsupported(op, "the JIT tracer is active");
 }
 
+// Every C++ exception becomes the Python exception torch.ops would raise for
+// it; a Python error already set (UnsupportedArgumentError, ...) stays set.
+#define TSB_TRY try {
+#define TSB_CATCH                                                     \
+  }                                                                   \
+  catch (...) {                                                       \
+    torch::translate_exception_to_python(std::current_exception()); \
+    return nullptr;                                                   \
+  }
+
 template <class Sig>
 c10::TypedOperatorHandle<Sig> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
@@ -203,10 +216,10 @@ PyObject* call_dynamic(const char* name, const c10::TypedOperatorHandle<DynamicS
 // One METH_FASTCALL function per op: no pybind11 overload resolution per call.
 #define TSB_FAST_OP(fn, caller, Sig)                                             \
   PyObject* fn(PyObject* /*module*/, PyObject* const* args, Py_ssize_t nargs) { \
-    HANDLE_TH_ERRORS                                                             \
+    TSB_TRY                                                                      \
     static const auto op = find_op<Sig>("torch_sparse_backend::" #fn);           \
     return caller("torch_sparse_backend::" #fn, op, args, nargs);                \
-    END_HANDLE_TH_ERRORS                                                         \
+    TSB_CATCH                                                                    \
   }
 
 TSB_FAST_OP(qlinear, call_static, StaticSig)
@@ -221,12 +234,12 @@ TSB_FAST_OP(qlinear_relu_dynamic, call_dynamic, DynamicSig)
 // anything else passes. The Python side calls it before falling back to
 // torch.ops, which would crash on such an object.
 PyObject* check_params_object(PyObject* /*module*/, PyObject* obj) {
-  HANDLE_TH_ERRORS
+  TSB_TRY
   if (PyObject_TypeCheck(obj, script_object_type) && !initialized(obj)) {
     uninitialized("torch_sparse_backend");
   }
   Py_RETURN_NONE;
-  END_HANDLE_TH_ERRORS
+  TSB_CATCH
 }
 
 PyMethodDef methods[] = {

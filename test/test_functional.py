@@ -7,6 +7,7 @@ other argument types) to torch.ops.
 """
 
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -471,6 +472,33 @@ def test_autograd_and_grad_modes_as_ops():
             assert F.qlinear_dynamic(x, packed).requires_grad == OPS.qlinear_dynamic(x, packed).requires_grad
         with torch.inference_mode():
             assert F.qlinear_dynamic(x.detach(), packed).is_inference()
+
+
+def _cpp_warnings(text):
+    """c10's warning lines on stderr, without their time stamps."""
+    return [re.sub(r"^\[W\S+ \S+ ", "[W ", line) for line in text.splitlines() if line.startswith("[W")]
+
+
+def test_vmap_and_cpp_warnings_as_through_ops(capfd, direct_only):
+    # Under vmap the op runs through functorch's batching fallback, which warns
+    # from C++ (TORCH_WARN). torch.ops installs no Python warning handler, so
+    # the warning reaches c10's handler (stderr), not Python's warnings module;
+    # the direct path must do the same (with -W error, a Python warning would
+    # turn into an exception that torch.ops does not raise).
+    packed = _packed()
+    x = torch.randn(3, 2, K)
+    outcome = {}
+    for label, fn in (("direct", F.qlinear_dynamic), ("ops", OPS.qlinear_dynamic)):
+        capfd.readouterr()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = torch.vmap(lambda t, fn=fn: fn(t, packed))(x)
+        outcome[label] = (y, [str(w.message) for w in caught], _cpp_warnings(capfd.readouterr().err))
+    assert torch.equal(outcome["direct"][0], outcome["ops"][0])
+    assert outcome["direct"][1:] == outcome["ops"][1:]
+    assert outcome["ops"][2] and "batching rule" in outcome["ops"][2][0]
+    # vmap runs the op once per sample, each quantized with its own qparams.
+    assert torch.equal(outcome["direct"][0][1], OPS.qlinear_dynamic(x[1], packed))
 
 
 def test_threads_share_packed_params(direct_only):
