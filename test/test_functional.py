@@ -276,6 +276,27 @@ def test_wrong_python_types_equal_ops():
     _assert_same_outcome("qlinear_dynamic", (xq.dequantize().tolist(), packed), (TypeError, RuntimeError))
 
 
+def test_packed_params_from_copies_and_files_take_the_direct_path(direct_only):
+    import copy
+    import io
+
+    module = tsb.nn.dynamic.Linear(K, N, 1, 4)
+    module.set_weight_bias(make_sparse_qweight(N, K, (1, 4), 0.4, True, torch.Generator().manual_seed(2)),
+                           torch.randn(N), 1, 4)
+    scripted = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), scripted)
+    scripted.seek(0)
+    pickled = io.BytesIO()
+    torch.save(module, pickled)
+    pickled.seek(0)
+    copies = [copy.deepcopy(module), torch.jit.load(scripted), torch.load(pickled, weights_only=False)]
+    x = torch.randn(5, K)
+    expected = OPS.qlinear_dynamic(x, module._packed_params)
+    for other in copies:
+        assert type(other._packed_params) is torch.ScriptObject
+        assert torch.equal(F.qlinear_dynamic(x, other._packed_params), expected)
+
+
 def test_direct_entry_points_refuse_what_they_do_not_handle():
     # Called directly, the extension's functions raise UnsupportedArgumentError
     # (what functional catches) instead of guessing.
