@@ -4,7 +4,12 @@ One process, the same inputs for every contender, medians of repeated timed runs
 
     python scripts/bench.py                   # full grid, markdown table + target summary
     python scripts/bench.py --quick           # a smaller grid
+    python scripts/bench.py --overhead-only   # only the per-call overhead section (M=1, 64x64)
     python scripts/bench.py --json out.json --plot speedup.png
+
+Our side is timed through torch_sparse_backend.functional, which is what the
+modules call in eager mode; the overhead section also times the raw torch.ops
+calls, and modules (ours, torch's dense int8 and fp32) called as modules.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import torch_sparse_backend as tsb  # noqa: E402
+import torch_sparse_backend.functional as TSBF  # noqa: E402
 
 warnings.filterwarnings("ignore")
 OPS = torch.ops.torch_sparse_backend
@@ -99,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
     batches = [1, 128] if args.quick else BATCHES
     sparsities = [0.5, 0.8, 0.9] if args.quick else SPARSITIES
     rows = []
-    for threads in THREADS:
+    for threads in [] if args.overhead_only else THREADS:
         torch.set_num_threads(threads)
         for n, k in shapes:
             w_dense = torch._make_per_channel_quantized_tensor(
@@ -126,8 +132,8 @@ def run(args: argparse.Namespace) -> dict:
                         w = block_sparse_weight(n, k, block, sparsity, g)
                         ours = OPS.qlinear_prepack(w, bias, *block)
                         row = dict(base, sparsity=sparsity, block=f"{block[0]}x{block[1]}", kernel=ours.kernel())
-                        row["ours_static_ms"] = bench.time(lambda: OPS.qlinear(xq, ours, 0.1, 128))
-                        row["ours_dynamic_ms"] = bench.time(lambda: OPS.qlinear_dynamic(x, ours))
+                        row["ours_static_ms"] = bench.time(lambda: TSBF.qlinear(xq, ours, 0.1, 128))
+                        row["ours_dynamic_ms"] = bench.time(lambda: TSBF.qlinear_dynamic(x, ours))
                         row["torch_sparse_static_ms"] = None
                         row["torch_sparse_dynamic_ms"] = None
                         if not args.no_torch_sparse:
@@ -162,19 +168,101 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def median_seconds_interleaved(fns: dict[str, Callable[[], object]], min_time: float, samples: int) -> dict:
+    """`median_seconds` for several contenders, their samples taken in turns, so that
+    load changes on a shared machine hit all of them alike."""
+    iters = {}
+    for name, fn in fns.items():
+        fn()
+        t0 = time.perf_counter()
+        fn()
+        iters[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    results: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(samples):
+        for name, fn in fns.items():
+            n = iters[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            results[name].append((time.perf_counter() - t0) / n)
+    return {name: statistics.median(r) for name, r in results.items()}
+
+
+# Contenders of the overhead section: JSON key -> label.
+OVERHEAD_ROWS = {
+    "fp32_ms": "fp32 `F.linear`",
+    "ours_static_ms": "ours static, `tsb.functional.qlinear`",
+    "ours_dynamic_ms": "ours dynamic, `tsb.functional.qlinear_dynamic`",
+    "ops_static_ms": "ours static, raw `torch.ops.torch_sparse_backend.qlinear`",
+    "ops_dynamic_ms": "ours dynamic, raw `torch.ops.torch_sparse_backend.qlinear_dynamic`",
+    "fp32_module_ms": "fp32 `torch.nn.Linear` module",
+    "ao_static_module_ms": "torch dense int8 `torch.ao.nn.quantized.Linear` module (fbgemm)",
+    "ao_dynamic_module_ms": "torch dense int8 `torch.ao.nn.quantized.dynamic.Linear` module (fbgemm)",
+    "ours_static_module_ms": "ours static `tsb.nn.Linear` module",
+    "ours_dynamic_module_ms": "ours dynamic `tsb.nn.dynamic.Linear` module",
+}
+
+
 def overhead_row(bench: Bench, g: torch.Generator) -> dict:
+    """Per-call time of a 64x64 layer at batch 1 on 1 thread, where the call overhead
+    dominates; fp32 F.linear is the yardstick (target: ours at most 2x)."""
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.quantized.dynamic as nnqd
+
+    prev_threads, prev_engine = torch.get_num_threads(), torch.backends.quantized.engine
     torch.set_num_threads(1)
-    w = block_sparse_weight(64, 64, (1, 4), 0.8, g)
-    bias = torch.randn(64, generator=g)
-    packed = OPS.qlinear_prepack(w, bias, 1, 4)
-    x = torch.randn(1, 64, generator=g)
-    xq = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
-    wf = torch.randn(64, 64, generator=g)
-    return {
-        "fp32_ms": bench.time(lambda: F.linear(x, wf, bias)),
-        "ours_static_ms": bench.time(lambda: OPS.qlinear(xq, packed, 0.1, 128)),
-        "ours_dynamic_ms": bench.time(lambda: OPS.qlinear_dynamic(x, packed)),
-    }
+    torch.backends.quantized.engine = "fbgemm"
+    try:
+        w = block_sparse_weight(64, 64, (1, 4), 0.8, g)
+        bias = torch.randn(64, generator=g)
+        packed = OPS.qlinear_prepack(w, bias, 1, 4)
+        x = torch.randn(1, 64, generator=g)
+        xq = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
+        wf = torch.randn(64, 64, generator=g)
+        fp32_module = torch.nn.Linear(64, 64).requires_grad_(False)
+        ao_static = nnq.Linear(64, 64)
+        ao_static.set_weight_bias(w, bias)
+        ao_static.scale, ao_static.zero_point = 0.1, 128
+        ao_dynamic = nnqd.Linear(64, 64)
+        ao_dynamic.set_weight_bias(w, bias)
+        ours_static = tsb.nn.Linear(64, 64, 1, 4)
+        ours_static.set_weight_bias(w, bias, 1, 4)
+        ours_static.scale, ours_static.zero_point = 0.1, 128
+        ours_dynamic = tsb.nn.dynamic.Linear(64, 64, 1, 4)
+        ours_dynamic.set_weight_bias(w, bias, 1, 4)
+        fns = {
+            "fp32_ms": lambda: F.linear(x, wf, bias),
+            "ours_static_ms": lambda: TSBF.qlinear(xq, packed, 0.1, 128),
+            "ours_dynamic_ms": lambda: TSBF.qlinear_dynamic(x, packed),
+            "ops_static_ms": lambda: OPS.qlinear(xq, packed, 0.1, 128),
+            "ops_dynamic_ms": lambda: OPS.qlinear_dynamic(x, packed),
+            "fp32_module_ms": lambda: fp32_module(x),
+            "ao_static_module_ms": lambda: ao_static(xq),
+            "ao_dynamic_module_ms": lambda: ao_dynamic(x),
+            "ours_static_module_ms": lambda: ours_static(xq),
+            "ours_dynamic_module_ms": lambda: ours_dynamic(x),
+        }
+        assert list(fns) == list(OVERHEAD_ROWS)
+        seconds = median_seconds_interleaved(fns, bench.min_time, bench.samples)
+    finally:
+        torch.set_num_threads(prev_threads)
+        torch.backends.quantized.engine = prev_engine
+    return {key: value * 1e3 for key, value in seconds.items()}
+
+
+def overhead_markdown(o: dict) -> str:
+    lines = [
+        "Per-call overhead, M=1, 64x64 layer (1x4 blocks, 80% sparse), 1 thread; medians in us; "
+        "ratio = time / fp32 `F.linear` time:",
+        "",
+        "| call | us | vs fp32 |",
+        "|---|---|---|",
+    ]
+    for key, label in OVERHEAD_ROWS.items():
+        if key in o:
+            lines.append(f"| {label} | {_fmt(None if o[key] is None else o[key] * 1e3)} "
+                         f"| {_fmt(_ratio(o[key], o['fp32_ms']), 'x')} |")
+    return "\n".join(lines)
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -196,10 +284,13 @@ def markdown(result: dict) -> str:
         f"CPU: {result['cpu']} ({result['machine']}), torch {result['torch']}, kernel `{result['kernel']}`; "
         "times are medians in ms; speedups are dense-int8 time / ours.",
         "",
-        "| threads | out x in | M | block | sparsity | ours static | dense static | speedup | torch sparse static | vs torch | "
-        "ours dynamic | dense dynamic | speedup | torch sparse dynamic | vs torch | fp32 |",
-        "|" + "---|" * 16,
     ]
+    if result["rows"]:
+        lines += [
+            "| threads | out x in | M | block | sparsity | ours static | dense static | speedup | torch sparse static | vs torch | "
+            "ours dynamic | dense dynamic | speedup | torch sparse dynamic | vs torch | fp32 |",
+            "|" + "---|" * 16,
+        ]
     for r in result["rows"]:
         lines.append(
             f"| {r['threads']} | {r['out']}x{r['in']} | {r['M']} | {r['block']} | {r['sparsity']:.0%} "
@@ -211,13 +302,9 @@ def markdown(result: dict) -> str:
             f"| {_fmt(r['torch_sparse_dynamic_ms'])} | {_fmt(_ratio(r['torch_sparse_dynamic_ms'], r['ours_dynamic_ms']), 'x')} "
             f"| {_fmt(r['fp32_ms'])} |"
         )
-    o = result["overhead"]
-    lines += [
-        "",
-        f"Per-call overhead, M=1, 64x64, 1 thread: fp32 F.linear {_fmt(o['fp32_ms'])} ms, "
-        f"ours static {_fmt(o['ours_static_ms'])} ms ({_fmt(_ratio(o['ours_static_ms'], o['fp32_ms']), 'x')} fp32), "
-        f"ours dynamic {_fmt(o['ours_dynamic_ms'])} ms ({_fmt(_ratio(o['ours_dynamic_ms'], o['fp32_ms']), 'x')} fp32).",
-    ]
+    if result["rows"]:
+        lines.append("")
+    lines.append(overhead_markdown(result["overhead"]))
     return "\n".join(lines)
 
 
@@ -261,8 +348,9 @@ def targets(result: dict) -> str:
     scal = [by_key[key]["ours_static_ms"] / r["ours_static_ms"] for key, r in two.items() if key[2] == 128 and key in by_key]
     if scal:
         out.append(_check("2 threads vs 1 at M=128 (static): min speedup >= 1.7x", min(scal), 1.7))
-    size = max(r["packed_bytes"] / r["packed_budget_bytes"] for r in rows)
-    out.append(_check_at_most("packed bytes / (1.5 x nonzero bytes + 8 x out_features) <= 1", size, 1.0))
+    if rows:
+        size = max(r["packed_bytes"] / r["packed_budget_bytes"] for r in rows)
+        out.append(_check_at_most("packed bytes / (1.5 x nonzero bytes + 8 x out_features) <= 1", size, 1.0))
     return "\n".join(out)
 
 
@@ -315,7 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-time", type=float, default=0.02, help="seconds per timed sample (default 0.02)")
     p.add_argument("--samples", type=int, default=7, help="timed samples per measurement; the median is kept")
     p.add_argument("--no-torch-sparse", action="store_true", help="skip torch's own (slow) sparse ops")
+    p.add_argument("--overhead-only", action="store_true",
+                   help="only the per-call overhead section (M=1, 64x64), not the grid")
     args = p.parse_args(argv)
+    if args.overhead_only and args.plot:
+        p.error("--plot needs the grid; drop --overhead-only")
     result = run(args)
     print(markdown(result))
     print()

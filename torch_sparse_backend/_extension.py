@@ -1,9 +1,14 @@
 """Builds (once) and loads the C++ extension that registers ``torch.ops.torch_sparse_backend``.
 
+The extension is one shared library that is also a Python module: loading it
+registers the ops and the TorchScript class with the dispatcher (static
+initializers in csrc/ops.cpp) and gives the direct entry points of
+csrc/python_bindings.cpp that ``torch_sparse_backend.functional`` calls.
+
 The build is keyed by a fingerprint of every C++ source, the compiler flags, the
-compiler's identity, and the torch and Python versions; a cached build whose
-fingerprint matches is loaded directly, anything else is rebuilt with
-``torch.utils.cpp_extension`` and ninja.
+compiler's identity, the kind of build, and the torch and Python versions; a
+cached build whose fingerprint matches is imported directly, anything else is
+rebuilt with ``torch.utils.cpp_extension`` and ninja.
 
 ``TORCH_SPARSE_BACKEND_SANITIZE=1`` builds with AddressSanitizer and
 UndefinedBehaviorSanitizer instead, into a separate cache directory; the process
@@ -13,6 +18,7 @@ must then run with the ASan runtime preloaded (see scripts/sanitize_tests.sh).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,15 +29,22 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ExtensionBuildError", "load", "cache_dir", "source_dir", "library_path"]
+__all__ = ["ExtensionBuildError", "cache_dir", "library_path", "load", "module", "source_dir"]
 
 _NAME = "torch_sparse_backend_C"
+# Part of the fingerprint: a library built as a plain shared object (no Python
+# module init) must never be picked up as the Python module, and vice versa.
+_BUILD_KIND = "python-module"
+# Compiled first: with torch's Python headers it is the slowest translation unit
+# (25 s of CPU), so ninja should start it before the others.
+_FIRST_SOURCE = "python_bindings.cpp"
 # -fopenmp: at::parallel_for is inline and runs serially unless the caller is
 # compiled with OpenMP; the runtime it links is the libgomp torch already loaded.
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
 _LDFLAGS = ["-fopenmp"]
 _SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined"]
 _loaded_path: Path | None = None
+_module = None
 
 
 class ExtensionBuildError(RuntimeError):
@@ -51,7 +64,8 @@ def source_dir() -> Path:
 
 
 def _sources(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.cpp"))
+    first = root / _FIRST_SOURCE
+    return [first] + sorted(p for p in root.rglob("*.cpp") if p != first)
 
 
 def _compiler_identity() -> str:
@@ -88,6 +102,7 @@ def _fingerprint(root: Path) -> str:
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     for item in (
+        _BUILD_KIND,
         " ".join(_extra_cflags()),
         _compiler_identity(),
         torch.__version__,
@@ -119,9 +134,28 @@ def library_path() -> Path:
     return _build_dir(source_dir()) / f"{_NAME}.so"
 
 
+def module():
+    """The extension's Python module (loading or building it first if needed)."""
+    load()
+    return _module
+
+
+def _import(lib: Path):
+    """Imports the built library as the Python module ``_NAME``, as cpp_extension does."""
+    spec = importlib.util.spec_from_file_location(_NAME, lib)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {lib} as a Python extension module")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def load(verbose: bool | None = None) -> Path:
-    """Loads the extension, building it first if no matching build is cached."""
-    global _loaded_path
+    """Loads the extension, building it first if no matching build is cached.
+
+    Returns the path of the library; :func:`module` gives the Python module.
+    """
+    global _loaded_path, _module
     if _loaded_path is not None:
         return _loaded_path
     root = source_dir()
@@ -153,14 +187,14 @@ def load(verbose: bool | None = None) -> Path:
         try:
             from torch.utils import cpp_extension
 
-            cpp_extension.load(
+            mod = cpp_extension.load(
                 name=_NAME,
                 sources=[str(p) for p in _sources(root)],
                 extra_cflags=_extra_cflags(),
                 extra_ldflags=_LDFLAGS + (_SANITIZE_FLAGS if sanitize() else []),
                 extra_include_paths=[str(root)],
                 build_directory=str(build),
-                is_python_module=False,
+                is_python_module=True,
                 verbose=verbose,
             )
         except Exception as e:  # the compiler's output is in the chained exception
@@ -176,11 +210,12 @@ def load(verbose: bool | None = None) -> Path:
         )
     else:
         try:
-            torch.ops.load_library(str(lib))
-        except OSError as e:
+            mod = _import(lib)
+        except ImportError as e:
             raise ExtensionBuildError(
                 f"torch_sparse_backend: cannot load {lib}: {e}. Delete {build} to rebuild."
             ) from e
+    _module = mod
     _loaded_path = lib
     return lib
 

@@ -11,6 +11,7 @@ models use the integer ops (``qlinear_uint8``), e.g. through
 from __future__ import annotations
 
 import torch
+from torch._library.fake_class_registry import FakeScriptObject
 
 __all__ = ["FakeSparseLinearPackedParams"]
 
@@ -64,7 +65,9 @@ class FakeSparseLinearPackedParams:
 
 
 def _output_sizes(x: torch.Tensor, packed) -> list[int]:
-    fake = packed.wrapped_obj
+    # Traced: a FakeScriptObject around the fake class above. Called eagerly on
+    # meta tensors: the real ScriptObject, which has the same methods.
+    fake = packed.wrapped_obj if isinstance(packed, FakeScriptObject) else packed
     torch._check(x.dim() >= 1, lambda: "input must have at least one dimension")
     torch._check(
         x.shape[-1] == fake.in_features(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.ao.nn.intrinsic as nni
 
+from .. import functional
 from ._base import SparseLinearBase, block_shape_of, quantize_float_weight
 
 __all__ = ["Linear", "LinearReLU"]
@@ -16,7 +17,9 @@ class Linear(SparseLinearBase):
     r"""A block-sparse quantized linear layer with quantized input and output.
 
     Mirrors :class:`torch.ao.nn.sparse.quantized.Linear` and runs
-    ``torch.ops.torch_sparse_backend.qlinear`` on any quantized engine.
+    ``torch.ops.torch_sparse_backend.qlinear`` on any quantized engine (in eager
+    mode through :func:`torch_sparse_backend.functional.qlinear`, which skips
+    torch.ops' per-call Python overhead).
 
     Attributes:
         scale, zero_point: quantization parameters of the output.
@@ -44,12 +47,16 @@ class Linear(SparseLinearBase):
         return f"{super().extra_repr()}, scale={self.scale}, zero_point={self.zero_point}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return functional.qlinear(x, self._packed_params, self.scale, self.zero_point)
         return _OPS.qlinear(x, self._packed_params, self.scale, self.zero_point)
 
     @torch.jit.export
     def forward_uint8(self, x: torch.Tensor, x_scale: float, x_zero_point: int) -> torch.Tensor:
         """``forward`` on plain tensors: uint8 input with its qparams, uint8 output
         whose qparams are ``self.scale`` and ``self.zero_point``."""
+        if not torch.jit.is_scripting():
+            return functional.qlinear_uint8(x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point)
         return _OPS.qlinear_uint8(x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point)
 
     def _set_output_qparams(self, scale, zero_point) -> "Linear":
@@ -145,10 +152,16 @@ class LinearReLU(Linear):
         return "SparseQuantizedLinearReLU"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return functional.qlinear_relu(x, self._packed_params, self.scale, self.zero_point)
         return _OPS.qlinear_relu(x, self._packed_params, self.scale, self.zero_point)
 
     @torch.jit.export
     def forward_uint8(self, x: torch.Tensor, x_scale: float, x_zero_point: int) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return functional.qlinear_relu_uint8(
+                x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point
+            )
         return _OPS.qlinear_relu_uint8(
             x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point
         )

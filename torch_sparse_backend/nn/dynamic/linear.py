@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.ao.nn.intrinsic as nni
 
+from ... import functional
 from .._base import SparseLinearBase, block_shape_of, quantize_float_weight
 
 __all__ = ["Linear", "LinearReLU"]
@@ -16,7 +17,8 @@ class Linear(SparseLinearBase):
     r"""A block-sparse dynamically quantized linear layer: float input and output.
 
     Mirrors :class:`torch.ao.nn.sparse.quantized.dynamic.Linear` and runs
-    ``torch.ops.torch_sparse_backend.qlinear_dynamic`` on any quantized engine.
+    ``torch.ops.torch_sparse_backend.qlinear_dynamic`` on any quantized engine (in
+    eager mode through :func:`torch_sparse_backend.functional.qlinear_dynamic`).
     The activation is quantized per call to full-range uint8.
     """
 
@@ -26,6 +28,8 @@ class Linear(SparseLinearBase):
         return "SparseQuantizedDynamicLinear"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return functional.qlinear_dynamic(x, self._packed_params)
         return _OPS.qlinear_dynamic(x, self._packed_params)
 
     @classmethod
@@ -82,4 +86,6 @@ class LinearReLU(Linear):
         return "SparseQuantizedDynamicLinearReLU"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            return functional.qlinear_relu_dynamic(x, self._packed_params)
         return _OPS.qlinear_relu_dynamic(x, self._packed_params)
