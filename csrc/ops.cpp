@@ -5,6 +5,7 @@
 #include <ATen/native/quantized/cpu/QuantUtils.h>
 #include <torch/library.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -83,10 +84,18 @@ void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
   float* bias_scaled = call_scratch<float>(1, Np);
   const std::vector<float>& ws = p.weight_scales();
   const std::vector<float>& b = p.bias_values();
+  // Two passes that the compiler vectorizes: the scales, then one range check
+  // over all of them (|v| <= FLT_MAX is false for infinities and NaN).
+  bool in_range = true;
   for (int64_t n = 0; n < Np; ++n) {
     const float act_times_w = xs * ws[n];
     requant[n] = act_times_w / ys;
     bias_scaled[n] = b[n] / act_times_w;
+  }
+  for (int64_t n = 0; n < Np; ++n) {
+    in_range &= requant[n] > 0 && requant[n] <= FLT_MAX && std::fabs(bias_scaled[n]) <= FLT_MAX;
+  }
+  for (int64_t n = 0; !in_range && n < Np; ++n) {
     TORCH_CHECK_VALUE(std::isfinite(requant[n]) && requant[n] > 0 &&
                           std::isfinite(bias_scaled[n]),
                       op, ": input scale ", x_scale, " x weight scale ", ws[n],

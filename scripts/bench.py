@@ -97,6 +97,16 @@ class Bench:
         finally:
             torch.backends.quantized.engine = prev
 
+    def time_in_turns(self, fns: dict[str, Callable[[], object]], engine: str) -> dict[str, float]:
+        """Median ms of each contender, their samples taken in turns, under `engine`."""
+        prev = torch.backends.quantized.engine
+        try:
+            torch.backends.quantized.engine = engine
+            times = median_seconds_interleaved(fns, self.min_time, self.samples)
+            return {name: t * 1e3 for name, t in times.items()}
+        finally:
+            torch.backends.quantized.engine = prev
+
 
 def run(args: argparse.Namespace) -> dict:
     g = torch.Generator().manual_seed(0)
@@ -123,8 +133,6 @@ def run(args: argparse.Namespace) -> dict:
                 xq = torch.quantize_per_tensor(x, 0.05, 128, torch.quint8)
                 base = {
                     "threads": threads, "out": n, "in": k, "M": m,
-                    "dense_static_ms": bench.time(lambda: torch.ops.quantized.linear(xq, dense_packed, 0.1, 128), "fbgemm"),
-                    "dense_dynamic_ms": bench.time(lambda: torch.ops.quantized.linear_dynamic(x, dense_packed, False), "fbgemm"),
                     "fp32_ms": bench.time(lambda: F.linear(x, w_float, bias)),
                 }
                 for sparsity in sparsities:
@@ -132,8 +140,14 @@ def run(args: argparse.Namespace) -> dict:
                         w = block_sparse_weight(n, k, block, sparsity, g)
                         ours = OPS.qlinear_prepack(w, bias, *block)
                         row = dict(base, sparsity=sparsity, block=f"{block[0]}x{block[1]}", kernel=ours.kernel())
-                        row["ours_static_ms"] = bench.time(lambda: TSBF.qlinear(xq, ours, 0.1, 128))
-                        row["ours_dynamic_ms"] = bench.time(lambda: TSBF.qlinear_dynamic(x, ours))
+                        # Ours and dense int8 sampled in turns, so that the load of a shared
+                        # machine hits both sides of each speedup alike.
+                        row.update(bench.time_in_turns({
+                            "dense_static_ms": lambda: torch.ops.quantized.linear(xq, dense_packed, 0.1, 128),
+                            "ours_static_ms": lambda: TSBF.qlinear(xq, ours, 0.1, 128),
+                            "dense_dynamic_ms": lambda: torch.ops.quantized.linear_dynamic(x, dense_packed, False),
+                            "ours_dynamic_ms": lambda: TSBF.qlinear_dynamic(x, ours),
+                        }, "fbgemm"))
                         row["torch_sparse_static_ms"] = None
                         row["torch_sparse_dynamic_ms"] = None
                         if not args.no_torch_sparse:
