@@ -5,7 +5,6 @@
 #include <ATen/native/quantized/cpu/QuantUtils.h>
 #include <torch/library.h>
 
-#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -76,32 +75,11 @@ void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
                         const SparseLinearPackedParams& p, double y_scale, int64_t y_zero_point,
                         bool relu, uint8_t* y, const char* op) {
   const BcsrMatrix& w = p.weight();
-  const int64_t K = w.K, N = w.N, Kp = w.padded_k(), Np = w.padded_n();
+  const int64_t K = w.K, N = w.N, Kp = w.padded_k();
   const int64_t M = X.numel() / K;
 
-  const float xs = static_cast<float>(x_scale), ys = static_cast<float>(y_scale);
-  float* requant = call_scratch<float>(0, Np);
-  float* bias_scaled = call_scratch<float>(1, Np);
-  const std::vector<float>& ws = p.weight_scales();
-  const std::vector<float>& b = p.bias_values();
-  // Two passes that the compiler vectorizes: the scales, then one range check
-  // over all of them (|v| <= FLT_MAX is false for infinities and NaN).
-  bool in_range = true;
-  for (int64_t n = 0; n < Np; ++n) {
-    const float act_times_w = xs * ws[n];
-    requant[n] = act_times_w / ys;
-    bias_scaled[n] = b[n] / act_times_w;
-  }
-  for (int64_t n = 0; n < Np; ++n) {
-    in_range &= requant[n] > 0 && requant[n] <= FLT_MAX && std::fabs(bias_scaled[n]) <= FLT_MAX;
-  }
-  for (int64_t n = 0; !in_range && n < Np; ++n) {
-    TORCH_CHECK_VALUE(std::isfinite(requant[n]) && requant[n] > 0 &&
-                          std::isfinite(bias_scaled[n]),
-                      op, ": input scale ", x_scale, " x weight scale ", ws[n],
-                      " / output scale ", y_scale, " is outside float32 range (output channel ",
-                      n, ")");
-  }
+  const auto scales = p.static_scales(static_cast<float>(x_scale), static_cast<float>(y_scale), op,
+                                      x_scale, y_scale);
   if (M == 0) return;
 
   at::Tensor x = X.contiguous();
@@ -112,8 +90,8 @@ void run_static_product(const at::Tensor& X, double x_scale, int64_t x_zp,
   a.x_zero_point = static_cast<int32_t>(x_zp);
   a.y = y;
   a.ldy = N;
-  a.requant_scale = requant;
-  a.bias_scaled = bias_scaled;
+  a.requant_scale = scales->requant.data();
+  a.bias_scaled = scales->bias_scaled.data();
   a.y_zero_point = static_cast<int32_t>(y_zero_point);
   a.qmin = relu ? a.y_zero_point : 0;
   a.qmax = 255;

@@ -5,6 +5,7 @@
 #include <ATen/cpu/Utils.h>
 #include <c10/util/Exception.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdlib>
 
@@ -54,6 +55,39 @@ CpuFeatures cpu_features() {
     return r;
   }();
   return f;
+}
+
+std::shared_ptr<const SparseLinearPackedParams::StaticScales> SparseLinearPackedParams::static_scales(
+    float xs, float ys, const char* op, double x_scale, double y_scale) const {
+  std::shared_ptr<const StaticScales> cached = std::atomic_load(&static_scales_);
+  if (cached && cached->xs == xs && cached->ys == ys) return cached;
+  auto s = std::make_shared<StaticScales>();
+  s->xs = xs;
+  s->ys = ys;
+  const size_t n = w_scale_.size();
+  s->requant.resize(n);
+  s->bias_scaled.resize(n);
+  // Two passes that the compiler vectorizes (|v| <= FLT_MAX is false for
+  // infinities and NaN); the message names the first channel out of range.
+  bool in_range = true;
+  for (size_t i = 0; i < n; ++i) {
+    const float act_times_w = xs * w_scale_[i];
+    s->requant[i] = act_times_w / ys;
+    s->bias_scaled[i] = bias_[i] / act_times_w;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    in_range &= (s->requant[i] > 0) & (s->requant[i] <= FLT_MAX) & (std::fabs(s->bias_scaled[i]) <= FLT_MAX);
+  }
+  for (size_t i = 0; !in_range && i < n; ++i) {
+    TORCH_CHECK_VALUE(std::isfinite(s->requant[i]) && s->requant[i] > 0 &&
+                          std::isfinite(s->bias_scaled[i]),
+                      op, ": input scale ", x_scale, " x weight scale ", w_scale_[i],
+                      " / output scale ", y_scale, " is outside float32 range (output channel ",
+                      i, ")");
+  }
+  std::shared_ptr<const StaticScales> result = std::move(s);
+  std::atomic_store(&static_scales_, result);
+  return result;
 }
 
 const std::string& active_variant() {

@@ -4,7 +4,8 @@
 // It keeps the canonical block-sparse weight (what is serialized and what
 // unpack gives back) and the plan of the kernel variant chosen for the running
 // CPU (rebuilt at load time, so a file saved on one machine runs on any other).
-// Immutable after construction: one instance may be used from many threads.
+// Immutable after construction (but for a cache of the static ops' scales,
+// which is thread-safe): one instance may be used from many threads.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -62,6 +63,20 @@ struct SparseLinearPackedParams : torch::CustomClassHolder {
   // bias[n] or 0, padded to the block grid with 0.
   const std::vector<float>& bias_values() const { return bias_; }
 
+  // The static ops' per-channel scales for input scale xs and output scale ys
+  // (float32, as the kernels use them): requant[n] = xs * w_scale[n] / ys and
+  // bias_scaled[n] = bias[n] / (xs * w_scale[n]). Computed and range-checked
+  // on the first call with a pair of scales and kept for the next calls with
+  // the same pair (a static layer's scales do not change), so a call costs no
+  // per-channel work. Throws c10::ValueError naming `op` and the channel when
+  // a value is outside float32 range. Thread-safe.
+  struct StaticScales {
+    float xs = 0, ys = 0;
+    std::vector<float> requant, bias_scaled;
+  };
+  std::shared_ptr<const StaticScales> static_scales(float xs, float ys, const char* op,
+                                                    double x_scale, double y_scale) const;
+
  private:
   static c10::intrusive_ptr<SparseLinearPackedParams> from_int8(
       const at::Tensor& weight, bool per_channel, std::vector<double> scales,
@@ -74,6 +89,8 @@ struct SparseLinearPackedParams : torch::CustomClassHolder {
   std::vector<float> w_scale_;
   std::vector<float> bias_;
   std::unique_ptr<const KernelPlan> plan_;
+  // The last StaticScales computed (std::atomic_load / std::atomic_store only).
+  mutable std::shared_ptr<const StaticScales> static_scales_;
 };
 
 // The kernel variant new plans use: TORCH_SPARSE_BACKEND_KERNEL if set, else

@@ -76,6 +76,24 @@ def test_static_op_rejects(packed):
         OPS.qlinear(_qx((0, 16)), packed, 1e-44, 0)
 
 
+def test_static_scales_are_recomputed_and_rechecked_for_every_new_pair(packed):
+    # The static ops keep the per-channel scales of the last (input, output)
+    # scale pair; results must follow every change of the pair, and an
+    # out-of-range pair must fail even right after a valid one.
+    w, bias, block = OPS.qlinear_unpack(packed)
+    x = torch.rand(5, 16, generator=torch.Generator().manual_seed(3)) * 4 - 2
+    pairs = [(0.05, 0.1), (0.02, 0.1), (0.05, 0.3), (0.05, 0.1), (0.02, 0.1)]
+    for x_scale, y_scale in pairs:
+        xq = torch.quantize_per_tensor(x, x_scale, 128, torch.quint8)
+        fresh = OPS.qlinear_prepack(w, bias, *block)  # no scales kept yet
+        expected = OPS.qlinear(xq, fresh, y_scale, 7)
+        got = OPS.qlinear(xq, packed, y_scale, 7)
+        assert torch.equal(got.int_repr(), expected.int_repr()), (x_scale, y_scale)
+        assert got.q_scale() == y_scale
+        with pytest.raises(ValueError, match="outside float32 range"):
+            OPS.qlinear(xq, packed, 1e-44, 0)
+
+
 def test_dynamic_op_rejects(packed):
     with pytest.raises(TypeError, match="float32 tensor, got a quantized QUInt8 tensor"):
         OPS.qlinear_dynamic(_qx(), packed)
