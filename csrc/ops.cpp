@@ -16,8 +16,12 @@ namespace {
 using Packed = c10::intrusive_ptr<SparseLinearPackedParams>;
 
 // Output channels' tiles are split across threads. Below this many
-// multiply-adds one thread does the whole product.
-constexpr int64_t kMinParallelWork = int64_t{1} << 15;
+// multiply-adds one thread does the whole product: handing a few
+// microseconds of work to a second thread cost more than it saved (measured
+// with scripts/bench.py at batch 1: 768x768 at 90% and 80% sparsity, 59K and
+// 118K multiply-adds, ran 0.83x and 1.0x as fast on 2 threads; at 50%, 295K,
+// 1.26x).
+constexpr int64_t kMinParallelWork = int64_t{1} << 18;
 
 void check_input_rank(const at::Tensor& X, const SparseLinearPackedParams& p, const char* op) {
   TORCH_CHECK_VALUE(X.device().is_cpu(), op, ": input must be on the CPU, got ", X.device());
