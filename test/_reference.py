@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
@@ -102,29 +105,37 @@ def reference_qlinear_dynamic(
 
 _DENSE_INT8_WORKS: dict[str, bool] = {}
 
+# Run in a child process: a dense op that crashes (SIGILL) must not take pytest down.
+_DENSE_INT8_PROBE = """
+import sys, torch
+torch.backends.quantized.engine = sys.argv[1]
+g = torch.Generator().manual_seed(0)
+w = torch.quantize_per_tensor(torch.randn(8, 16, generator=g), 0.02, 0, torch.qint8)
+x = torch.randn(3, 16, generator=g)
+x_q = torch.quantize_per_tensor(x, 0.02, 128, torch.quint8)
+# One packed weight per op, as in the tests (onednn on x86 crashes when one
+# packed weight serves the static and then the dynamic op).
+torch.ops.quantized.linear(x_q, torch.ops.quantized.linear_prepack(w, None), 0.1, 128)
+torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(w, None), False)
+torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(w, None), True)
+"""
+
 
 def dense_int8_works(engine: str) -> bool:
-    """Whether torch's dense ``quantized::linear_prepack`` + ``quantized::linear`` run under ``engine``.
+    """Whether torch's dense ``quantized::linear_prepack``, ``linear`` and ``linear_dynamic`` run under ``engine``.
 
-    Probed once per engine with a tiny layer, the answer cached. On aarch64 torch
-    2.13 lists ``x86`` and ``fbgemm`` in ``supported_engines`` (and defaults to
-    ``x86``), but their dense kernels are FBGEMM's, x86 only: prepack raises
-    ``RuntimeError: unknown architecure``.
+    Probed once per engine with a tiny layer in a child process (so that a crash
+    is an answer, not the end of the test run), the answer cached. Measured on
+    torch 2.13 aarch64: ``x86`` and ``fbgemm`` are listed in ``supported_engines``
+    (``x86`` the default) but their dense kernels are FBGEMM's, x86 only: prepack
+    raises ``RuntimeError: unknown architecure``; under qemu ``-cpu max``,
+    ``onednn``'s dense ``linear_dynamic`` dies of SIGILL.
     """
     if engine not in _DENSE_INT8_WORKS:
-        previous = torch.backends.quantized.engine
-        try:
-            torch.backends.quantized.engine = engine
-            w = torch.quantize_per_tensor(torch.ones(2, 4), 0.1, 0, torch.qint8)
-            x = torch.quantize_per_tensor(torch.ones(1, 4), 0.1, 0, torch.quint8)
-            packed = torch.ops.quantized.linear_prepack(w, None)
-            torch.ops.quantized.linear(x, packed, 1.0, 0)
-            works = True
-        except RuntimeError:
-            works = False
-        finally:
-            torch.backends.quantized.engine = previous
-        _DENSE_INT8_WORKS[engine] = works
+        probe = subprocess.run(
+            [sys.executable, "-c", _DENSE_INT8_PROBE, engine], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _DENSE_INT8_WORKS[engine] = probe.returncode == 0
     return _DENSE_INT8_WORKS[engine]
 
 
