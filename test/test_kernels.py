@@ -6,7 +6,8 @@ per-tensor/per-channel x every listed block shape, checked against torch's dense
 quantized ops and against an exact integer reference. Our ops run under each
 engine; torch's dense reference runs under ``reference_engine(engine)``: the
 engine itself where torch's dense int8 works, else qnnpack (on aarch64, where
-torch lists x86 and fbgemm but their dense kernels are x86 only).
+torch lists x86 and fbgemm but their dense kernels are x86 only, and, under
+qemu -cpu max, for onednn, whose dense dynamic op dies of SIGILL there).
 """
 
 import copy
