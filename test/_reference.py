@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import torch
 
 __all__ = [
+    "dense_int8_works",
+    "reference_engine",
+    "ExactQLinear",
     "make_sparse_qweight",
     "reference_qlinear",
     "reference_qlinear_dynamic",
@@ -93,3 +99,87 @@ def reference_qlinear_dynamic(
     if relu:
         y = np.where(y > 0, y, np.float32(0))
     return torch.from_numpy(y.astype(np.float32)).reshape(*x.shape[:-1], w.size(0))
+
+
+# --- Which engine torch's dense int8 ops can serve as a reference under --------
+
+_DENSE_INT8_WORKS: dict[str, bool] = {}
+
+# Run in a child process: a dense op that crashes (SIGILL) must not take pytest down.
+_DENSE_INT8_PROBE = """
+import sys, torch
+torch.backends.quantized.engine = sys.argv[1]
+g = torch.Generator().manual_seed(0)
+w = torch.quantize_per_tensor(torch.randn(8, 16, generator=g), 0.02, 0, torch.qint8)
+x = torch.randn(3, 16, generator=g)
+x_q = torch.quantize_per_tensor(x, 0.02, 128, torch.quint8)
+# One packed weight per op, as in the tests (onednn on x86 crashes when one
+# packed weight serves the static and then the dynamic op).
+torch.ops.quantized.linear(x_q, torch.ops.quantized.linear_prepack(w, None), 0.1, 128)
+torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(w, None), False)
+torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(w, None), True)
+"""
+
+
+def dense_int8_works(engine: str) -> bool:
+    """Whether torch's dense ``quantized::linear_prepack``, ``linear`` and ``linear_dynamic`` run under ``engine``.
+
+    Probed once per engine with a tiny layer in a child process (so that a crash
+    is an answer, not the end of the test run), the answer cached. Measured on
+    torch 2.13 aarch64: ``x86`` and ``fbgemm`` are listed in ``supported_engines``
+    (``x86`` the default) but their dense kernels are FBGEMM's, x86 only: prepack
+    raises ``RuntimeError: unknown architecure``; under qemu ``-cpu max``,
+    ``onednn``'s dense ``linear_dynamic`` dies of SIGILL.
+    """
+    if engine not in _DENSE_INT8_WORKS:
+        probe = subprocess.run(
+            [sys.executable, "-c", _DENSE_INT8_PROBE, engine], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _DENSE_INT8_WORKS[engine] = probe.returncode == 0
+    return _DENSE_INT8_WORKS[engine]
+
+
+def reference_engine(engine: str | None = None) -> str:
+    """The engine to compute torch's dense int8 reference under, for ``engine``.
+
+    ``engine`` itself (default: the current ``torch.backends.quantized.engine``)
+    where torch's dense int8 works under it, so nothing changes on x86. Else
+    ``qnnpack``: the engine torch's dense int8 runs under on ARM, and one the
+    numerics contract has a precise relation to: its dense static op accumulates
+    in exact int32 and is within 1 unit of ours (it rounds differently from
+    fbgemm, whose requantization ours reproduces bit for bit), and its dense
+    dynamic op computes exactly what ours does. So a check that is bit-exact
+    against dense fbgemm must be read as within 1 unit when this returns
+    anything but ``fbgemm``. Only the reference moves: our ops still run under
+    every engine in ``supported_engines``.
+    """
+    engine = torch.backends.quantized.engine if engine is None else engine
+    if dense_int8_works(engine):
+        return engine
+    if not dense_int8_works("qnnpack"):
+        raise RuntimeError(f"torch's dense int8 works neither under {engine!r} nor under 'qnnpack'")
+    return "qnnpack"
+
+
+class ExactQLinear(torch.nn.Module):
+    """Stands in for a dense static quantized Linear / LinearReLU of a converted model.
+
+    Computes the layer with ``reference_qlinear`` (dense fbgemm's requantization on
+    the exact int32 sum), so a whole model can be checked bit for bit against
+    ``dense fbgemm`` semantics where the fbgemm engine does not run. Records the
+    largest difference, in units, from the dense module it replaces, run under
+    the current engine.
+    """
+
+    def __init__(self, dense: torch.nn.Module, relu: bool):
+        super().__init__()
+        self.dense, self.relu = dense, relu
+        self.max_diff_to_dense = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dense
+        y = reference_qlinear(x, d.weight(), d.bias(), d.scale, d.zero_point, self.relu)
+        y = torch._make_per_tensor_quantized_tensor(y, d.scale, d.zero_point)
+        diff = (y.int_repr().int() - d(x).int_repr().int()).abs().max().item() if y.numel() else 0
+        self.max_diff_to_dense = max(self.max_diff_to_dense, diff)
+        return y

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _reference import make_sparse_qweight
+from _reference import make_sparse_qweight, reference_engine
 from torch.overrides import TorchFunctionMode
 from torch.testing._internal.common_quantized import override_quantized_engine
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -253,7 +253,7 @@ def test_dynamic_errors_equal_ops(name, direct_only):
 @pytest.mark.parametrize("name", ALL)
 def test_wrong_params_object_errors_equal_ops(name, fallbacks):
     # Not our packed params: torch.ops' own argument errors, word for word.
-    with override_quantized_engine("fbgemm"):
+    with override_quantized_engine(reference_engine("fbgemm")):  # qnnpack where fbgemm's dense is x86 only
         dense = torch.ops.quantized.linear_prepack(
             torch.quantize_per_tensor(torch.randn(N, K), 0.1, 0, torch.qint8), None)
     wrong = [None, torch.randn(N, K), "packed", 3, dense, torch.jit.script(torch.nn.Linear(2, 2))._c]

@@ -1,4 +1,10 @@
-"""torch.ao flows end to end: sparsifier, eager convert, FX prepare_fx / convert_fx, dense fallback."""
+"""torch.ao flows end to end: sparsifier, eager convert, FX prepare_fx / convert_fx, dense fallback.
+
+The converted models hold torch's dense modules too (dense fallback, layers
+without sparse_params): they are built with the qconfig of, and converted and
+run under, ``reference_engine(...)``, which is the x86 engines on x86 and
+qnnpack where torch's dense x86 / fbgemm kernels do not run (aarch64).
+"""
 
 import copy
 import io
@@ -16,7 +22,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 from torch.testing._internal.common_quantized import override_quantized_engine
 
 import torch_sparse_backend as tsb
-from _reference import reference_qlinear_dynamic
+from _reference import ExactQLinear, reference_engine, reference_qlinear_dynamic
 
 
 class Net(torch.nn.Module):
@@ -44,7 +50,7 @@ def _sparsified(block=(1, 4)):
 
 def _qconfig_mapping(mode):
     if mode == "static":
-        return tq.get_default_qconfig_mapping("x86")
+        return tq.get_default_qconfig_mapping(reference_engine("x86"))
     return tq.QConfigMapping().set_global(tq.default_dynamic_qconfig)
 
 
@@ -73,6 +79,11 @@ def test_fx_convert(mode, fuse, block):
     model = _sparsified(block)
     x = torch.randn(8, 64, generator=torch.Generator().manual_seed(2))
     prepared = _prepare(model, mode, fuse, x)
+    with override_quantized_engine(reference_engine()):
+        _check_fx_convert(mode, fuse, block, prepared, x)
+
+
+def _check_fx_convert(mode, fuse, block, prepared, x):
     dense = convert_fx(copy.deepcopy(prepared), backend_config=tsb.get_sparse_backend_config())
     ours = tsb.convert_fx(prepared)
 
@@ -88,9 +99,19 @@ def test_fx_convert(mode, fuse, block):
     assert torch.equal(ours.fc1.weight().int_repr(), dense.fc1.weight().int_repr())
 
     if mode == "static":
-        # Activations observed with reduce_range stay below 128: dense fbgemm is exact.
-        with override_quantized_engine("fbgemm"):
-            assert torch.equal(ours(x), dense(x))
+        compare_engine = reference_engine("fbgemm")
+        with override_quantized_engine(compare_engine):
+            if compare_engine == "fbgemm":
+                # Activations observed with reduce_range stay below 128: dense fbgemm is exact.
+                assert torch.equal(ours(x), dense(x))
+            else:
+                # Dense fbgemm semantics without fbgemm: the dense model with fc1
+                # computed by the exact reference equals ours bit for bit, and
+                # that fc1 is within 1 unit of the dense one.
+                exact = copy.deepcopy(dense)
+                exact.fc1 = ExactQLinear(dense.fc1, relu=fuse)
+                assert torch.equal(ours(x), exact(x))
+                assert exact.fc1.max_diff_to_dense <= 1
     else:
         w, b = ours.fc1.weight(), ours.fc1.bias()
         got = ours.fc1(x)
@@ -107,21 +128,27 @@ def test_fx_max_density_override_and_log(caplog):
     model = _sparsified()
     x = torch.randn(4, 64)
     prepared = _prepare(model, "dynamic", True, x)
-    with caplog.at_level(logging.INFO, logger="torch_sparse_backend"):
+    with caplog.at_level(logging.INFO, logger="torch_sparse_backend"), override_quantized_engine(reference_engine()):
         ours = tsb.convert_fx(copy.deepcopy(prepared), max_density=0.1)
     assert isinstance(ours.fc1, nniqd.LinearReLU)  # 20% dense > 10%: dense fallback
     assert any("fc1: 20.0% of its 1x4 blocks are nonzero" in r.getMessage() for r in caplog.records)
-    ours = tsb.convert_fx(prepared, max_density=0.75)
+    with override_quantized_engine(reference_engine()):
+        ours = tsb.convert_fx(prepared, max_density=0.75)
     assert type(ours.fc2) is tsb.nn.dynamic.Linear  # 70% dense <= 75%
 
 
 @pytest.mark.parametrize("mode", ["static", "dynamic"])
 def test_eager_pipeline_and_summary(mode, capsys):
+    with override_quantized_engine(reference_engine()):
+        _check_eager_pipeline_and_summary(mode, capsys)
+
+
+def _check_eager_pipeline_and_summary(mode, capsys):
     model = _sparsified()
     x = torch.randn(8, 64)
     if mode == "static":
         wrapped = torch.nn.Sequential(tq.QuantStub(), model, tq.DeQuantStub()).eval()
-        wrapped.qconfig = tq.get_default_qconfig("x86")
+        wrapped.qconfig = tq.get_default_qconfig(reference_engine("x86"))
         tq.prepare(wrapped, inplace=True)
         wrapped(torch.randn(64, 64))
         converted = tq.convert(wrapped, mapping=tsb.get_default_static_sparse_quant_module_mappings())
@@ -148,9 +175,10 @@ def test_eager_pipeline_and_summary(mode, capsys):
 
 def test_eager_mapping_max_density_override():
     model = _sparsified()
-    converted = tq.quantize_dynamic(
-        model, {torch.nn.Linear}, mapping=tsb.get_default_dynamic_sparse_quant_module_mappings(max_density=0.8)
-    )
+    with override_quantized_engine(reference_engine()):  # fc3 becomes torch's dense module
+        converted = tq.quantize_dynamic(
+            model, {torch.nn.Linear}, mapping=tsb.get_default_dynamic_sparse_quant_module_mappings(max_density=0.8)
+        )
     assert type(converted.fc1) is tsb.nn.dynamic.Linear
     assert type(converted.fc2) is tsb.nn.dynamic.Linear
     with pytest.raises(ValueError, match="max_density must be in"):
@@ -168,12 +196,13 @@ def test_fx_result_scripts_with_annotated_forward():
     model = MLP().eval()
     _sparsify(model, 0.8, (1, 4))
     x = torch.randn(4, FEATURES)
-    prepared = prepare_fx(model, tq.get_default_qconfig_mapping("x86"), (x,),
+    prepared = prepare_fx(model, tq.get_default_qconfig_mapping(reference_engine("x86")), (x,),
                           backend_config=tsb.get_sparse_backend_config())
     prepared(x)
-    converted = tsb.convert_fx(prepared)
-    assert type(converted.fc2) is tsb.nn.LinearReLU  # fc2 + relu2 fused by prepare_fx
-    buf = io.BytesIO()
-    torch.jit.save(torch.jit.script(converted), buf)
-    buf.seek(0)
-    assert torch.equal(torch.jit.load(buf)(x), converted(x))
+    with override_quantized_engine(reference_engine()):  # the MLP's other layers stay dense
+        converted = tsb.convert_fx(prepared)
+        assert type(converted.fc2) is tsb.nn.LinearReLU  # fc2 + relu2 fused by prepare_fx
+        buf = io.BytesIO()
+        torch.jit.save(torch.jit.script(converted), buf)
+        buf.seek(0)
+        assert torch.equal(torch.jit.load(buf)(x), converted(x))

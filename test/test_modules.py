@@ -12,7 +12,7 @@ import torch.ao.quantization as tq
 from torch.testing._internal.common_quantized import override_quantized_engine
 
 import torch_sparse_backend as tsb
-from _reference import make_sparse_qweight, reference_qlinear, reference_qlinear_dynamic
+from _reference import ExactQLinear, make_sparse_qweight, reference_engine, reference_qlinear, reference_qlinear_dynamic
 
 ENGINES = [e for e in torch.backends.quantized.supported_engines if e != "none"]
 
@@ -183,43 +183,61 @@ def _pruned_net(block, fused=False):
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("block", [(1, 4), (8, 1)])
 def test_static_convert_whole_model(block, fused):
+    # Both models hold torch's dense modules (fc2; all of `dense`): they are built
+    # and run where torch's dense int8 works. On x86: the x86 qconfig, converted
+    # under the current engine, compared under fbgemm. Where those engines' dense
+    # kernels do not run (aarch64): qnnpack for all three.
     net = _pruned_net(block, fused)
-    net.qconfig = tq.get_default_qconfig("x86")
+    net.qconfig = tq.get_default_qconfig(reference_engine("x86"))
     tq.prepare(net, inplace=True)
     calib = torch.randn(64, 40)
     net(calib)
-    dense = tq.convert(copy.deepcopy(net))
-    ours = tq.convert(net, mapping=tsb.get_default_static_sparse_quant_module_mappings())
+    with override_quantized_engine(reference_engine()):
+        dense = tq.convert(copy.deepcopy(net))
+        ours = tq.convert(net, mapping=tsb.get_default_static_sparse_quant_module_mappings())
     assert isinstance(ours.quant, nnq.Quantize)
     assert type(ours.fc1) is (tsb.nn.LinearReLU if fused else tsb.nn.Linear)
     assert type(ours.fc2) is nnq.Linear  # no sparse_params: torch's dense module
     assert ours.fc1.sparse_block_shape == block
     x = torch.randn(8, 40)
-    with override_quantized_engine("fbgemm"):
+    compare_engine = reference_engine("fbgemm")
+    with override_quantized_engine(compare_engine):
         d = dense(x)
         o = ours(x)
-    assert torch.equal(o, d)  # same requantization as dense fbgemm, bit for bit
-    loaded = _roundtrip_script(ours)
-    assert torch.equal(loaded(x), o)
+        if compare_engine == "fbgemm":
+            assert torch.equal(o, d)  # same requantization as dense fbgemm, bit for bit
+        else:
+            # Dense fbgemm semantics without fbgemm: the dense model with fc1
+            # computed by the exact reference (fbgemm's requantization) equals
+            # ours bit for bit, and that fc1 is within 1 unit of the dense one.
+            exact = copy.deepcopy(dense)
+            exact.fc1 = ExactQLinear(dense.fc1, relu=fused)
+            assert torch.equal(o, exact(x))
+            assert exact.fc1.max_diff_to_dense <= 1
+    with override_quantized_engine(reference_engine()):
+        loaded = _roundtrip_script(ours)
+        assert torch.equal(loaded(x), o)
 
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_dynamic_convert_whole_model(fused):
     net = _pruned_net((1, 4), fused)
-    ours = tq.quantize_dynamic(
-        copy.deepcopy(net),
-        {torch.nn.Linear: tq.default_dynamic_qconfig, nni.LinearReLU: tq.default_dynamic_qconfig},
-        mapping=tsb.get_default_dynamic_sparse_quant_module_mappings(),
-    )
-    assert type(ours.fc1) is (tsb.nn.dynamic.LinearReLU if fused else tsb.nn.dynamic.Linear)
-    assert type(ours.fc2) is nnqd.Linear
-    x = torch.randn(8, 40)
-    # Fused, ReLU runs inside the op; unfused, after it. Same values either way.
-    expected = reference_qlinear_dynamic(x, ours.fc1.weight(), ours.fc1.bias(), relu=True)
-    hidden = ours.fc1(x) if fused else torch.relu(ours.fc1(x))
-    assert torch.equal(hidden, expected)
-    loaded = _roundtrip_script(ours)
-    assert torch.equal(loaded(x), ours(x))
+    # fc2 becomes torch's dense module: converted and run where torch's dense int8 works.
+    with override_quantized_engine(reference_engine()):
+        ours = tq.quantize_dynamic(
+            copy.deepcopy(net),
+            {torch.nn.Linear: tq.default_dynamic_qconfig, nni.LinearReLU: tq.default_dynamic_qconfig},
+            mapping=tsb.get_default_dynamic_sparse_quant_module_mappings(),
+        )
+        assert type(ours.fc1) is (tsb.nn.dynamic.LinearReLU if fused else tsb.nn.dynamic.Linear)
+        assert type(ours.fc2) is nnqd.Linear
+        x = torch.randn(8, 40)
+        # Fused, ReLU runs inside the op; unfused, after it. Same values either way.
+        expected = reference_qlinear_dynamic(x, ours.fc1.weight(), ours.fc1.bias(), relu=True)
+        hidden = ours.fc1(x) if fused else torch.relu(ours.fc1(x))
+        assert torch.equal(hidden, expected)
+        loaded = _roundtrip_script(ours)
+        assert torch.equal(loaded(x), ours(x))
 
 
 def test_from_float_errors():
