@@ -29,8 +29,6 @@ OPS = torch.ops.torch_sparse_backend
 ENGINES = list(torch.backends.quantized.supported_engines)
 ENGINES = [e for e in ENGINES if e != "none"]
 BLOCK_SHAPES = [(1, 4), (8, 1), (4, 4), (1, 8), (16, 1), (1, 1), (2, 2), (4, 16), (16, 2)]
-# Dense ops that round differently from fbgemm (see the README's numerics contract).
-WITHIN_ONE_UNIT = {"qnnpack", "onednn", "x86"}
 
 
 def _dense_static(x_q, w_q, bias, y_scale, y_zp, relu):
