@@ -62,6 +62,34 @@ UnsupportedArgumentError = _C.UnsupportedArgumentError
 # ScriptObject, on which torch.ops would crash.
 
 
+def _eager_path(name: str, packed_index: int):
+    """The eager work of function `name`: the extension's direct entry point where
+    it applies, else torch.ops. `packed_index` is the packed params' position in
+    the arguments."""
+    direct = getattr(_C, name)
+
+    def run(x, *args):
+        if _is_compiling():
+            return getattr(_OPS, name)(x, *args)
+        if type(x) is _Tensor:
+            try:
+                return direct(x, *args)
+            except UnsupportedArgumentError:
+                pass
+        _check_params_object(args[packed_index - 1])
+        return getattr(_OPS, name)(x, *args)
+
+    return run
+
+
+_qlinear_eager = _eager_path("qlinear", 1)
+_qlinear_relu_eager = _eager_path("qlinear_relu", 1)
+_qlinear_dynamic_eager = _eager_path("qlinear_dynamic", 1)
+_qlinear_relu_dynamic_eager = _eager_path("qlinear_relu_dynamic", 1)
+_qlinear_uint8_eager = _eager_path("qlinear_uint8", 3)
+_qlinear_relu_uint8_eager = _eager_path("qlinear_relu_uint8", 3)
+
+
 def qlinear(
     x: torch.Tensor,
     packed: torch.classes.torch_sparse_backend.SparseLinearPackedParams,
@@ -84,18 +112,6 @@ def qlinear(
     return _OPS.qlinear(x, packed, y_scale, y_zero_point)
 
 
-def _qlinear_eager(x, packed, y_scale, y_zero_point):
-    if _is_compiling():
-        return _OPS.qlinear(x, packed, y_scale, y_zero_point)
-    if type(x) is _Tensor:
-        try:
-            return _C.qlinear(x, packed, y_scale, y_zero_point)
-        except UnsupportedArgumentError:
-            pass
-    _check_params_object(packed)
-    return _OPS.qlinear(x, packed, y_scale, y_zero_point)
-
-
 def qlinear_relu(
     x: torch.Tensor,
     packed: torch.classes.torch_sparse_backend.SparseLinearPackedParams,
@@ -108,18 +124,6 @@ def qlinear_relu(
     """
     if not torch.jit.is_scripting():
         return _qlinear_relu_eager(x, packed, y_scale, y_zero_point)
-    return _OPS.qlinear_relu(x, packed, y_scale, y_zero_point)
-
-
-def _qlinear_relu_eager(x, packed, y_scale, y_zero_point):
-    if _is_compiling():
-        return _OPS.qlinear_relu(x, packed, y_scale, y_zero_point)
-    if type(x) is _Tensor:
-        try:
-            return _C.qlinear_relu(x, packed, y_scale, y_zero_point)
-        except UnsupportedArgumentError:
-            pass
-    _check_params_object(packed)
     return _OPS.qlinear_relu(x, packed, y_scale, y_zero_point)
 
 
@@ -142,18 +146,6 @@ def qlinear_dynamic(
     return _OPS.qlinear_dynamic(x, packed)
 
 
-def _qlinear_dynamic_eager(x, packed):
-    if _is_compiling():
-        return _OPS.qlinear_dynamic(x, packed)
-    if type(x) is _Tensor:
-        try:
-            return _C.qlinear_dynamic(x, packed)
-        except UnsupportedArgumentError:
-            pass
-    _check_params_object(packed)
-    return _OPS.qlinear_dynamic(x, packed)
-
-
 def qlinear_relu_dynamic(
     x: torch.Tensor,
     packed: torch.classes.torch_sparse_backend.SparseLinearPackedParams,
@@ -161,18 +153,6 @@ def qlinear_relu_dynamic(
     """:func:`qlinear_dynamic` fused with ReLU: ``torch.ops.torch_sparse_backend.qlinear_relu_dynamic``."""
     if not torch.jit.is_scripting():
         return _qlinear_relu_dynamic_eager(x, packed)
-    return _OPS.qlinear_relu_dynamic(x, packed)
-
-
-def _qlinear_relu_dynamic_eager(x, packed):
-    if _is_compiling():
-        return _OPS.qlinear_relu_dynamic(x, packed)
-    if type(x) is _Tensor:
-        try:
-            return _C.qlinear_relu_dynamic(x, packed)
-        except UnsupportedArgumentError:
-            pass
-    _check_params_object(packed)
     return _OPS.qlinear_relu_dynamic(x, packed)
 
 
@@ -200,18 +180,6 @@ def qlinear_uint8(
     return _OPS.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
 
 
-def _qlinear_uint8_eager(x, x_scale, x_zero_point, packed, y_scale, y_zero_point):
-    if _is_compiling():
-        return _OPS.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-    if type(x) is _Tensor:
-        try:
-            return _C.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-        except UnsupportedArgumentError:
-            pass
-    _check_params_object(packed)
-    return _OPS.qlinear_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-
-
 def qlinear_relu_uint8(
     x: torch.Tensor,
     x_scale: float,
@@ -223,16 +191,4 @@ def qlinear_relu_uint8(
     """:func:`qlinear_uint8` fused with ReLU: ``torch.ops.torch_sparse_backend.qlinear_relu_uint8``."""
     if not torch.jit.is_scripting():
         return _qlinear_relu_uint8_eager(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-    return _OPS.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-
-
-def _qlinear_relu_uint8_eager(x, x_scale, x_zero_point, packed, y_scale, y_zero_point):
-    if _is_compiling():
-        return _OPS.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-    if type(x) is _Tensor:
-        try:
-            return _C.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
-        except UnsupportedArgumentError:
-            pass
-    _check_params_object(packed)
     return _OPS.qlinear_relu_uint8(x, x_scale, x_zero_point, packed, y_scale, y_zero_point)
