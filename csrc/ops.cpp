@@ -36,11 +36,12 @@ void check_input_rank(const at::Tensor& X, const SparseLinearPackedParams& p, co
 // Per-thread scratch of the calling thread, reused from call to call so that
 // a call allocates nothing but its output. The op's worker threads only read
 // it or write disjoint parts while the caller waits in at::parallel_for.
+// One buffer per element type.
 template <class T>
-T* call_scratch(int slot, int64_t n) {
-  thread_local std::vector<T> buf[2];
-  if (static_cast<int64_t>(buf[slot].size()) < n) buf[slot].resize(static_cast<size_t>(n));
-  return buf[slot].data();
+T* call_scratch(int64_t n) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(static_cast<size_t>(n));
+  return buf.data();
 }
 
 std::vector<int64_t> output_sizes(const at::Tensor& X, int64_t N) {
@@ -187,7 +188,7 @@ at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool 
   const float xs = static_cast<float>(q.scale);
   const int32_t x_zp = q.zero_point;
 
-  uint8_t* xq_ptr = call_scratch<uint8_t>(0, M * Kp);
+  uint8_t* xq_ptr = call_scratch<uint8_t>(M * Kp);
   const float inv_scale = 1.0f / xs;
   at::parallel_for(0, M, std::max<int64_t>(1, 16384 / K), [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
@@ -196,7 +197,7 @@ at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool 
     }
   });
 
-  float* dequant = call_scratch<float>(0, Np);
+  float* dequant = call_scratch<float>(Np);
   const std::vector<float>& ws = p.weight_scales();
   for (int64_t n = 0; n < Np; ++n) dequant[n] = xs * ws[n];
 
