@@ -1,10 +1,21 @@
 // The x86 AVX2 kernel variant.
 //
-// Exactness: every product x * w is formed by vpmaddwd on values widened to
-// int16 (x: 0..255, w: -128..127), so each pair sum is at most 2 * 255 * 128
-// and every partial sum is an exact int32 (vpmaddubsw, which saturates, is never
-// used). The zero point is removed afterwards as in the reference:
-// acc = sum x * w - x_zp * row_sum, in wrapping int32 arithmetic.
+// Exactness: no partial sum ever saturates, so every dot product is the exact
+// int32 one (wrapping like the reference). Two ways of forming products:
+//
+//  * vpmaddwd on values widened to int16 (x: 0..255, w: -128..127): each pair
+//    sum is at most 2 * 255 * 128 in magnitude. Used by the GEMVs and the
+//    column pairs batch. The zero point is removed afterwards as in the
+//    reference: acc = sum x * w - x_zp * row_sum.
+//  * Sign transfer for vpmaddubsw (the quads batch), whose pair sums saturate
+//    at int16: the unsigned operand is |w| (0..128) and the signed one the
+//    activation byte x XOR 0x80 (= x - 128), XORed with 0xff where w < 0
+//    (giving 127 - x = -(x - 128) - 1). Both are one XOR of the raw byte with
+//    a per-weight mask. Then |w| * s = w * (x - 128) for w >= 0 and
+//    w * (x - 128) + w for w < 0, every product lies in [-16384, 16256] and
+//    every pair sum in [-32768, 32512]: no saturation. The constant parts go
+//    into a precomputed per-row offset: sum x * w = sum |w| * s + 128 * row_sum
+//    - (sum of the row's negative weights).
 //
 // Two packed layouts, both split into tiles of 8 output channels:
 //
@@ -23,8 +34,9 @@
 // Loop order: activation rows are processed in batches. A batch of one row
 // (GEMV) reads x directly: quads load 8 pieces' activations per step, column
 // pairs broadcast the (x[ka], x[kb]) pair to the 8 rows. A batch of 8, 16 or 32
-// rows first re-lays the batch's activations as int16 in a buffer ordered for
-// the layout, then streams each tile's weights once for the whole batch
+// rows first re-lays the batch's activations in a buffer ordered for the
+// layout (quads: raw bytes, 4 columns of 8 rows per vector; column pairs:
+// int16), then streams each tile's weights once for the whole batch
 // (column pairs: 8 rows against 8 output rows by lane rotations of the
 // weights, see column_pairs_batch8). The buffers are per-thread scratch that
 // is reused from call to call.
@@ -56,6 +68,14 @@ namespace {
 // Batch buffer bytes walked at a time, and tiles per walk (see quads_batch).
 constexpr int64_t kPanelBytes = 48 * 1024;
 constexpr int64_t kPanelTiles = 16;
+
+// 32 activations of one row; columns at or past `len` read as 0.
+inline __m256i load_row32_epu8(const uint8_t* src, int64_t len) {
+  if (len >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+  alignas(32) uint8_t t[32] = {};
+  std::memcpy(t, src, static_cast<size_t>(len));
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+}
 
 // In place, within each 128-bit lane: 8x8 transpose of int16.
 inline void transpose_8x8_epi16_lanes(__m256i r[8]) {
@@ -95,6 +115,7 @@ class Avx2Plan final : public KernelPlan {
       row_count_ = std::move(q.row_count);
       quad_idx_ = std::move(q.quad_idx);
       weights_ = std::move(q.weights);
+      build_sign_offsets();
     }
   }
 
@@ -103,7 +124,7 @@ class Avx2Plan final : public KernelPlan {
   size_t packed_bytes() const override {
     return tile_start_.size() * sizeof(int32_t) + row_count_.size() * sizeof(uint16_t) +
            quad_idx_.size() * sizeof(uint16_t) + pair_cols_.size() * sizeof(uint32_t) +
-           weights_.size() + row_sum_.size() * sizeof(int32_t);
+           weights_.size() + (row_sum_.size() + sign_offset_.size()) * sizeof(int32_t);
   }
 
   void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
@@ -134,6 +155,22 @@ class Avx2Plan final : public KernelPlan {
   __m256i zero_point_term(int64_t t, int32_t x_zp) const {
     const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
     return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
+  }
+
+  // sign_offset_[n] = 128 * row_sum[n] - (sum of the negative weights of row n),
+  // in wrapping int32 arithmetic: what quads_batch_panels' products lack (see there).
+  void build_sign_offsets() {
+    sign_offset_.assign(row_sum_.size(), 0);
+    int64_t p = 0;
+    for (size_t n = 0; n < row_count_.size(); ++n) {
+      uint32_t negative = 0;
+      for (int64_t i = 0; i < 4 * int64_t{row_count_[n]}; ++i) {
+        const int8_t v = weights_[static_cast<size_t>(4 * p + i)];
+        if (v < 0) negative += static_cast<uint32_t>(static_cast<int32_t>(v));
+      }
+      p += row_count_[n];
+      sign_offset_[n] = static_cast<int32_t>(128u * static_cast<uint32_t>(row_sum_[n]) - negative);
+    }
   }
 
   void build_column_pairs(const BcsrMatrix& m) {
@@ -200,12 +237,12 @@ class Avx2Plan final : public KernelPlan {
         m += rows;
         continue;
       }
-      // Four groups amortize each piece's weight widening best; measured
-      // faster even when the buffer (16 bytes per column and group) leaves L1.
+      // Four groups amortize each piece's sign masks best; measured faster
+      // even when the buffer (8 bytes per column and group) leaves L1.
       const int groups = left >= 24 ? 4 : (left >= 12 ? 2 : 1);
       const int rows = static_cast<int>(std::min<int64_t>(left, 8 * groups));
-      Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(quads_ * 2 * groups));
-      pack_quad_pairs(x + m * ldx, ldx, rows, groups, buf);
+      Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(quads_ * groups));
+      pack_quad_bytes(x + m * ldx, ldx, rows, groups, buf);
       switch (groups) {
         case 4: quads_batch<4>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
         case 2: quads_batch<2>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
@@ -292,43 +329,43 @@ class Avx2Plan final : public KernelPlan {
   }
 
   // Batch buffer of the quads layout: for quad q and group g of 8 activation
-  // rows, two vectors at index (q * groups + g) * 2 + h holding, for rows
-  // 0..7 of the group, the int16 pair (x[4q + 2h], x[4q + 2h + 1]). Rows past
-  // `rows` and columns past padded_k() are zero.
-  void pack_quad_pairs(const uint8_t* x, int64_t ldx, int rows, int groups, Vec32* buf) const {
+  // rows, the vector at index q * groups + g holds the raw bytes
+  // x[i][4q..4q+3] of rows i = 0..7 of the group, row i in int32 lane i. Rows
+  // past `rows` and columns past padded_k() are zero.
+  void pack_quad_bytes(const uint8_t* x, int64_t ldx, int rows, int groups, Vec32* buf) const {
     for (int g = 0; g < groups; ++g) {
       const int valid = std::max(0, std::min(8, rows - 8 * g));
-      for (int64_t k = 0; k < kp_; k += 16) {
-        const int64_t len = std::min<int64_t>(16, kp_ - k);
+      for (int64_t k = 0; k < kp_; k += 32) {
+        const int64_t len = std::min<int64_t>(32, kp_ - k);
         __m256i r[8];
         for (int i = 0; i < 8; ++i) {
-          r[i] = i < valid ? load_row16_epu8(x + (8 * g + i) * ldx + k, len) : _mm256_setzero_si256();
+          r[i] = i < valid ? load_row32_epu8(x + (8 * g + i) * ldx + k, len) : _mm256_setzero_si256();
         }
-        transpose_8x8_epi32(r);  // r[p]: pair p of the 16 columns, lane = row
+        transpose_8x8_epi32(r);  // r[j]: quad j of the 32 columns, lane = row
         const int64_t nq = ceil_div(len, 4);
         for (int64_t qq = 0; qq < nq; ++qq) {
-          Vec32* dst = buf + ((k / 4 + qq) * groups + g) * 2;
-          _mm256_store_si256(reinterpret_cast<__m256i*>(dst), r[2 * qq]);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 1), r[2 * qq + 1]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (k / 4 + qq) * groups + g), r[qq]);
         }
       }
     }
   }
 
-  // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, the
-  // weights are widened once and multiplied with 2 * G activation vectors.
+  // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, |w|
+  // and the sign mask are formed once and multiplied with G activation
+  // vectors (sign transfer, see the top of this file); the lanes of
+  // vpmaddwd(products, 1) are the 8 rows' dot products with the piece.
   // When the batch buffer is larger than kPanelBytes, the quads are walked in
   // panels of that size, for kPanelTiles tiles at a time: each row's running
   // sums and position are kept between panels, so the tiles of a group reuse
   // a panel while it is in the near caches. (48 KB, more than a Zen 3 L1,
-  // measured faster than 16 and 24 KB panels there: the running sums cost
-  // more than the misses they save.)
+  // measured as fast as 24 and 32 KB panels there and faster than 16 KB: the
+  // running sums cost as much as the misses they save.)
   template <int G, class Epilogue>
   void quads_batch(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows, int32_t x_zp,
                    int64_t t_begin, int64_t t_end) const {
     // Panels pay for themselves only at 4 groups (measured): with fewer,
     // a row's pieces per panel are too few for its running sums.
-    const int64_t panel = std::max<int64_t>(1, kPanelBytes / (2 * G * int64_t{sizeof(Vec32)}));
+    const int64_t panel = std::max<int64_t>(1, kPanelBytes / (G * int64_t{sizeof(Vec32)}));
     if (G < 4 || panel >= quads_) {
       quads_batch_panels<G, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
     } else {
@@ -340,6 +377,8 @@ class Avx2Plan final : public KernelPlan {
   TSB_KERNEL_NOINLINE void quads_batch_panels(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
                           int32_t x_zp, int64_t t_begin, int64_t t_end, int64_t panel) const {
     alignas(32) int32_t part[G][8][8];  // [group][output row][activation row]
+    const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
+    const __m256i sign_bit = _mm256_set1_epi8(static_cast<char>(0x80));
     __m256i running[kPanels ? kPanelTiles * kTileRows * G : 1];
     int64_t position[kPanels ? kPanelTiles * kTileRows : 1];
     for (int64_t tg = t_begin; tg < t_end; tg += kPanelTiles) {
@@ -358,15 +397,15 @@ class Avx2Plan final : public KernelPlan {
               acc[g] = kPanels && q0 > 0 ? running[i * G + g] : _mm256_setzero_si256();
             }
             for (; p < p_end && (!kPanels || quad_idx_[p] < q1); ++p) {
-              const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * 2 * G);
+              const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * G);
               int32_t w4;
               std::memcpy(&w4, weights_.data() + 4 * p, 4);
-              const __m256i w16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(w4));
-              const __m256i w01 = _mm256_shuffle_epi32(w16, 0x00), w23 = _mm256_shuffle_epi32(w16, 0x55);
+              const __m256i w = _mm256_set1_epi32(w4);
+              const __m256i w_abs = _mm256_abs_epi8(w);
+              const __m256i flip = _mm256_xor_si256(_mm256_cmpgt_epi8(zero, w), sign_bit);
               for (int g = 0; g < G; ++g) {
-                const __m256i s = _mm256_add_epi32(_mm256_madd_epi16(_mm256_load_si256(xq + 2 * g), w01),
-                                                   _mm256_madd_epi16(_mm256_load_si256(xq + 2 * g + 1), w23));
-                acc[g] = _mm256_add_epi32(acc[g], s);
+                const __m256i s = _mm256_xor_si256(_mm256_load_si256(xq + g), flip);
+                acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, s), ones));
               }
             }
             if (kPanels && q1 < quads_) {
@@ -387,7 +426,8 @@ class Avx2Plan final : public KernelPlan {
   template <int G, class Epilogue>
   void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][8], int64_t m0, int rows,
                         int64_t t, int32_t x_zp) const {
-    const __m256i zp_term = zero_point_term(t, x_zp);
+    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sign_offset_.data() + t * kTileRows));
+    const __m256i zp_term = _mm256_sub_epi32(zero_point_term(t, x_zp), offset);
     for (int g = 0; g < G && 8 * g < rows; ++g) {
       __m256i c[8];
       for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
@@ -501,6 +541,7 @@ class Avx2Plan final : public KernelPlan {
   std::vector<uint32_t> pair_cols_;  // column pairs: ka, kb per entry
   std::vector<int8_t> weights_;      // 4 per piece, or 16 per entry
   std::vector<int32_t> row_sum_;     // padded to tiles_ * 8
+  std::vector<int32_t> sign_offset_;  // quads layout only; padded as row_sum_
 };
 
 }  // namespace
