@@ -4,10 +4,10 @@
 // int32 one (wrapping like the reference). Two ways of forming products:
 //
 //  * vpmaddwd on values widened to int16 (x: 0..255, w: -128..127): each pair
-//    sum is at most 2 * 255 * 128 in magnitude. Used by the GEMVs and the
-//    column pairs batch. The zero point is removed afterwards as in the
-//    reference: acc = sum x * w - x_zp * row_sum.
-//  * Sign transfer for vpmaddubsw (the quads batch), whose pair sums saturate
+//    sum is at most 2 * 255 * 128 in magnitude. Used by the quads GEMV. The
+//    zero point is removed afterwards as in the reference:
+//    acc = sum x * w - x_zp * row_sum.
+//  * Sign transfer for vpmaddubsw (everything else), whose pair sums saturate
 //    at int16: the unsigned operand is |w| (0..128) and the signed one the
 //    activation byte x XOR 0x80 (= x - 128), XORed with 0xff where w < 0
 //    (giving 127 - x = -(x - 128) - 1). Both are one XOR of the raw byte with
@@ -19,27 +19,26 @@
 //
 // Two packed layouts, both split into tiles of 8 output channels:
 //
-//  * Quads (every block shape except rb >= 8 with cb <= 2): each output row is
+//  * Quads (every block shape except rb >= 8 with cb <= 2; QuadRows of
+//    x86_common.h): each output row is
 //    a list of 1x4 pieces, a uint16 quad index q (input columns 4q..4q+3) and 4
 //    int8 weights. Blocks with cb >= 4 split into cb / 4 pieces per row; blocks
 //    with cb < 4 are widened to the quad that holds them, zeros filling the rest.
 //    Pieces whose 4 weights are zero are dropped. A tile's pieces are
 //    contiguous, row after row: tile_start[t] is the first piece of tile t and
 //    row_count[n] the number of pieces of output row n.
-//  * Column pairs (rb in {8, 16}, cb in {1, 2}): each group of 8 output rows is
-//    a list of entries, two input columns ka, kb and 16 int8 weights
-//    w[i][a], w[i][b] for the 8 rows i. An 8x2 block is one entry (kb = ka + 1);
-//    8x1 blocks are paired in column order (an odd last one gets a zero partner).
+//  * Column quads (rb in {8, 16}, cb in {1, 2}): the ColumnQuads layout of
+//    x86_common.h: each tile's nonzero weight columns (an input column k and
+//    the 8 rows' weights w[i][k]) in column order, four to an entry, 4 input
+//    column indices and 32 int8 weights, row i's four at bytes 4i..4i+3.
 //
 // Loop order: activation rows are processed in batches. A batch of one row
 // (GEMV) reads x directly: quads load 8 pieces' activations per step, column
-// pairs broadcast the (x[ka], x[kb]) pair to the 8 rows. A batch of 8, 16 or 32
-// rows first re-lays the batch's activations in a buffer ordered for the
-// layout (quads: raw bytes, 4 columns of 8 rows per vector; column pairs:
-// int16), then streams each tile's weights once for the whole batch
-// (column pairs: 8 rows against 8 output rows by lane rotations of the
-// weights, see column_pairs_batch8). The buffers are per-thread scratch that
-// is reused from call to call.
+// quads broadcast an entry's 4 activation bytes to the 8 rows. A batch of 8,
+// 16 or 32 rows first re-lays the batch's activations in a buffer ordered for
+// the layout (quads: 4 columns of 8 rows per vector; column quads: 8 rows per
+// column), then streams each tile's weights once for the whole batch. The
+// buffers are per-thread scratch that is reused from call to call.
 // Epilogues work on 8 output channels of one output row at a time, with the
 // same float operations in the same order as requantize.h.
 //
@@ -77,26 +76,6 @@ inline __m256i load_row32_epu8(const uint8_t* src, int64_t len) {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
 }
 
-// In place, within each 128-bit lane: 8x8 transpose of int16.
-inline void transpose_8x8_epi16_lanes(__m256i r[8]) {
-  const __m256i a0 = _mm256_unpacklo_epi16(r[0], r[1]), a1 = _mm256_unpackhi_epi16(r[0], r[1]);
-  const __m256i a2 = _mm256_unpacklo_epi16(r[2], r[3]), a3 = _mm256_unpackhi_epi16(r[2], r[3]);
-  const __m256i a4 = _mm256_unpacklo_epi16(r[4], r[5]), a5 = _mm256_unpackhi_epi16(r[4], r[5]);
-  const __m256i a6 = _mm256_unpacklo_epi16(r[6], r[7]), a7 = _mm256_unpackhi_epi16(r[6], r[7]);
-  const __m256i b0 = _mm256_unpacklo_epi32(a0, a2), b1 = _mm256_unpackhi_epi32(a0, a2);
-  const __m256i b2 = _mm256_unpacklo_epi32(a1, a3), b3 = _mm256_unpackhi_epi32(a1, a3);
-  const __m256i b4 = _mm256_unpacklo_epi32(a4, a6), b5 = _mm256_unpackhi_epi32(a4, a6);
-  const __m256i b6 = _mm256_unpacklo_epi32(a5, a7), b7 = _mm256_unpackhi_epi32(a5, a7);
-  r[0] = _mm256_unpacklo_epi64(b0, b4);
-  r[1] = _mm256_unpackhi_epi64(b0, b4);
-  r[2] = _mm256_unpacklo_epi64(b1, b5);
-  r[3] = _mm256_unpackhi_epi64(b1, b5);
-  r[4] = _mm256_unpacklo_epi64(b2, b6);
-  r[5] = _mm256_unpackhi_epi64(b2, b6);
-  r[6] = _mm256_unpacklo_epi64(b3, b7);
-  r[7] = _mm256_unpackhi_epi64(b3, b7);
-}
-
 class Avx2Plan final : public KernelPlan {
  public:
   explicit Avx2Plan(const BcsrMatrix& m)
@@ -104,26 +83,29 @@ class Avx2Plan final : public KernelPlan {
         kp_(m.padded_k()),
         quads_(ceil_div(m.padded_k(), 4)),
         tiles_(ceil_div(m.N, kTileRows)),
-        column_pairs_(m.rb >= 8 && m.cb <= 2),
+        column_quads_(m.rb >= 8 && m.cb <= 2),
         row_sum_(row_sums(m)) {
     row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
-    if (column_pairs_) {
-      build_column_pairs(m);
+    if (column_quads_) {
+      ColumnQuads c(m, tiles_);
+      tile_start_ = std::move(c.tile_start);
+      quad_cols_ = std::move(c.cols);
+      weights_ = std::move(c.weights);
     } else {
       QuadRows q(m, tiles_);
       tile_start_ = std::move(q.tile_start);
       row_count_ = std::move(q.row_count);
       quad_idx_ = std::move(q.quad_idx);
       weights_ = std::move(q.weights);
-      build_sign_offsets();
     }
+    build_sign_offsets(m);
   }
 
   const char* name() const override { return "avx2"; }
   int64_t num_tiles() const override { return tiles_; }
   size_t packed_bytes() const override {
     return tile_start_.size() * sizeof(int32_t) + row_count_.size() * sizeof(uint16_t) +
-           quad_idx_.size() * sizeof(uint16_t) + pair_cols_.size() * sizeof(uint32_t) +
+           quad_idx_.size() * sizeof(uint16_t) + quad_cols_.size() * sizeof(uint32_t) +
            weights_.size() + (row_sum_.size() + sign_offset_.size()) * sizeof(int32_t);
   }
 
@@ -157,61 +139,30 @@ class Avx2Plan final : public KernelPlan {
     return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
   }
 
-  // sign_offset_[n] = 128 * row_sum[n] - (sum of the negative weights of row n),
-  // in wrapping int32 arithmetic: what quads_batch_panels' products lack (see there).
-  void build_sign_offsets() {
-    sign_offset_.assign(row_sum_.size(), 0);
-    int64_t p = 0;
-    for (size_t n = 0; n < row_count_.size(); ++n) {
-      uint32_t negative = 0;
-      for (int64_t i = 0; i < 4 * int64_t{row_count_[n]}; ++i) {
-        const int8_t v = weights_[static_cast<size_t>(4 * p + i)];
-        if (v < 0) negative += static_cast<uint32_t>(static_cast<int32_t>(v));
-      }
-      p += row_count_[n];
-      sign_offset_[n] = static_cast<int32_t>(128u * static_cast<uint32_t>(row_sum_[n]) - negative);
-    }
+  // What to subtract from sign transfer sums of tile t for the exact
+  // x_zp-corrected dot products: x_zp * row_sum - sign_offset.
+  __m256i sign_transfer_term(int64_t t, int32_t x_zp) const {
+    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sign_offset_.data() + t * kTileRows));
+    return _mm256_sub_epi32(zero_point_term(t, x_zp), offset);
   }
 
-  void build_column_pairs(const BcsrMatrix& m) {
+  // sign_offset_[n] = 128 * row_sum[n] - (sum of the negative weights of row n),
+  // in wrapping int32 arithmetic: what the sign transfer products lack (see
+  // the top of this file).
+  void build_sign_offsets(const BcsrMatrix& m) {
+    std::vector<uint32_t> negative(row_sum_.size(), 0);
     const int64_t bs = m.rb * m.cb;
-    tile_start_.assign(tiles_ + 1, 0);
-    auto add_entry = [&](uint32_t ka, uint32_t kb, const int8_t* wa, const int8_t* wb,
-                         int64_t stride) {
-      int8_t w[16];
-      bool any = false;
-      for (int i = 0; i < 8; ++i) {
-        w[2 * i] = wa[i * stride];
-        w[2 * i + 1] = wb ? wb[i * stride] : int8_t{0};
-        any |= w[2 * i] != 0 || w[2 * i + 1] != 0;
-      }
-      if (!any) return;
-      pair_cols_.push_back(ka);
-      pair_cols_.push_back(kb);
-      weights_.insert(weights_.end(), w, w + 16);
-    };
-    for (int64_t g = 0; g < tiles_; ++g) {
-      const int64_t br = g * kTileRows / m.rb, r0 = g * kTileRows % m.rb;
-      const int64_t j0 = m.row_ptr[br], j1 = m.row_ptr[br + 1];
-      if (m.cb == 2) {
-        // Row-major 8x2 slice: w[i][0], w[i][1] interleaved already.
-        for (int64_t j = j0; j < j1; ++j) {
-          const uint32_t k = static_cast<uint32_t>(m.col_idx[j]) * 2;
-          const int8_t* w = m.values.data() + j * bs + r0 * 2;
-          add_entry(k, k + 1, w, w + 1, 2);
-        }
-      } else {
-        for (int64_t j = j0; j < j1; j += 2) {
-          const int8_t* wa = m.values.data() + j * bs + r0;
-          const uint32_t ka = static_cast<uint32_t>(m.col_idx[j]);
-          if (j + 1 < j1) {
-            add_entry(ka, static_cast<uint32_t>(m.col_idx[j + 1]), wa, wa + bs, 1);
-          } else {
-            add_entry(ka, ka, wa, nullptr, 1);
-          }
+    for (int64_t br = 0; br < m.block_rows(); ++br) {
+      for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
+        for (int64_t i = 0; i < bs; ++i) {
+          const int8_t v = m.values[j * bs + i];
+          if (v < 0) negative[br * m.rb + i / m.cb] += static_cast<uint32_t>(int32_t{v});
         }
       }
-      tile_start_[g + 1] = static_cast<int32_t>(pair_cols_.size() / 2);
+    }
+    sign_offset_.resize(row_sum_.size());
+    for (size_t n = 0; n < row_sum_.size(); ++n) {
+      sign_offset_[n] = static_cast<int32_t>(128u * static_cast<uint32_t>(row_sum_[n]) - negative[n]);
     }
   }
 
@@ -222,18 +173,18 @@ class Avx2Plan final : public KernelPlan {
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
       if (left == 1) {
-        if (column_pairs_) {
-          column_pairs_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+        if (column_quads_) {
+          column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
         } else {
           quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
         }
         break;
       }
-      if (column_pairs_) {
+      if (column_quads_) {
         const int rows = static_cast<int>(std::min<int64_t>(left, 8));
-        Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(ceil_div(kp_, 2)));
-        pack_columns(x + m * ldx, ldx, rows, buf);
-        column_pairs_batch8(epi, buf, m, rows, x_zp, t_begin, t_end);
+        Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(ceil_div(kp_, 16) * 4));
+        pack_column_bytes(x + m * ldx, ldx, rows, buf);
+        column_quads_batch8(epi, buf, m, rows, x_zp, t_begin, t_end);
         m += rows;
         continue;
       }
@@ -426,8 +377,7 @@ class Avx2Plan final : public KernelPlan {
   template <int G, class Epilogue>
   void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][8], int64_t m0, int rows,
                         int64_t t, int32_t x_zp) const {
-    const __m256i offset = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sign_offset_.data() + t * kTileRows));
-    const __m256i zp_term = _mm256_sub_epi32(zero_point_term(t, x_zp), offset);
+    const __m256i zp_term = sign_transfer_term(t, x_zp);
     for (int g = 0; g < G && 8 * g < rows; ++g) {
       __m256i c[8];
       for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
@@ -438,110 +388,138 @@ class Avx2Plan final : public KernelPlan {
     }
   }
 
-  // ---- Column pairs layout ----
+  // ---- Column quads layout ----
+
+  // |w| and the sign transfer mask (see the top of this file) of an entry's
+  // 32 weights, lane i = output row i.
+  static void entry_operands(const int8_t* w, __m256i* w_abs, __m256i* flip) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    *w_abs = _mm256_abs_epi8(v);
+    *flip = _mm256_xor_si256(_mm256_cmpgt_epi8(_mm256_setzero_si256(), v),
+                             _mm256_set1_epi8(static_cast<char>(0x80)));
+  }
+
+  // acc + the 8 output rows' dot products of one entry with the activation
+  // bytes of its 4 columns, broadcast in every int32 lane of `x4`.
+  static __m256i entry_dot(__m256i acc, __m256i x4, __m256i w_abs, __m256i flip) {
+    const __m256i p = _mm256_maddubs_epi16(w_abs, _mm256_xor_si256(x4, flip));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+  }
 
   template <class Epilogue>
-  void column_pairs_gemv(const Epilogue& epi, const uint8_t* x, int64_t m, int32_t x_zp,
-                         int64_t t_begin, int64_t t_end) const {
+  TSB_KERNEL_NOINLINE void column_quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
+                                             int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    auto gather4 = [&](int64_t e) {
+      const uint32_t* c = quad_cols_.data() + 4 * e;
+      return _mm256_set1_epi32(static_cast<int32_t>(x[c[0]] | (x[c[1]] << 8) | (x[c[2]] << 16) |
+                                                    (uint32_t{x[c[3]]} << 24)));
+    };
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-      const int64_t e0 = tile_start_[t], e1 = tile_start_[t + 1];
-      int64_t e = e0;
+      const int64_t e1 = tile_start_[t + 1];
+      int64_t e = tile_start_[t];
+      __m256i u, f;
       for (; e + 2 <= e1; e += 2) {
-        const int32_t xp0 = x[pair_cols_[2 * e]] | (x[pair_cols_[2 * e + 1]] << 16);
-        const int32_t xp1 = x[pair_cols_[2 * e + 2]] | (x[pair_cols_[2 * e + 3]] << 16);
-        const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
-        const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e + 16)));
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(w0, _mm256_set1_epi32(xp0)));
-        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(w1, _mm256_set1_epi32(xp1)));
+        entry_operands(weights_.data() + 32 * e, &u, &f);
+        acc0 = entry_dot(acc0, gather4(e), u, f);
+        entry_operands(weights_.data() + 32 * e + 32, &u, &f);
+        acc1 = entry_dot(acc1, gather4(e + 1), u, f);
       }
       if (e < e1) {
-        const int32_t xp = x[pair_cols_[2 * e]] | (x[pair_cols_[2 * e + 1]] << 16);
-        const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(w, _mm256_set1_epi32(xp)));
+        entry_operands(weights_.data() + 32 * e, &u, &f);
+        acc0 = entry_dot(acc0, gather4(e), u, f);
       }
-      const __m256i sums = _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), zero_point_term(t, x_zp));
-      epi.store(m, t * kTileRows, valid_rows(t), sums);
+      epi.store(m, t * kTileRows, valid_rows(t),
+                _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), sign_transfer_term(t, x_zp)));
     }
   }
 
-  // Batch buffer of the column pairs layout: column k is 8 int16, the
-  // activations x[k] of rows 0..7 (rows past `rows` are zero), at byte 16 * k.
-  void pack_columns(const uint8_t* x, int64_t ldx, int rows, Vec32* buf) const {
-    __m128i* cols = reinterpret_cast<__m128i*>(buf);
+  // Batch buffer of the column quads layout: column k is the 8 bytes x[i][k]
+  // of rows i = 0..7 (rows past `rows` are zero), at byte 8 * k.
+  void pack_column_bytes(const uint8_t* x, int64_t ldx, int rows, Vec32* buf) const {
+    uint8_t* cols = reinterpret_cast<uint8_t*>(buf);
     for (int64_t k = 0; k < kp_; k += 16) {
       const int64_t len = std::min<int64_t>(16, kp_ - k);
-      __m256i r[8];
+      __m128i r[8];
       for (int i = 0; i < 8; ++i) {
-        r[i] = i < rows ? load_row16_epu8(x + i * ldx + k, len) : _mm256_setzero_si256();
+        if (i >= rows) {
+          r[i] = _mm_setzero_si128();
+        } else if (len == 16) {
+          r[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i * ldx + k));
+        } else {
+          alignas(16) uint8_t t[16] = {};
+          std::memcpy(t, x + i * ldx + k, static_cast<size_t>(len));
+          r[i] = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
+        }
       }
-      transpose_8x8_epi16_lanes(r);  // lane 0 of r[j]: column k + j; lane 1: k + 8 + j
-      for (int64_t j = 0; j < 8 && j < len; ++j) {
-        _mm_store_si128(cols + k + j, _mm256_castsi256_si128(r[j]));
-        if (j + 8 < len) _mm_store_si128(cols + k + j + 8, _mm256_extracti128_si256(r[j], 1));
+      // 8 x 16 byte transpose: out[j] holds columns 2j and 2j + 1.
+      __m128i a[8], b[8];
+      for (int i = 0; i < 4; ++i) {
+        a[2 * i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);      // columns 0..7
+        a[2 * i + 1] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);  // columns 8..15
+      }
+      for (int h = 0; h < 2; ++h) {  // rows 0..3, rows 4..7
+        b[4 * h + 0] = _mm_unpacklo_epi16(a[4 * h], a[4 * h + 2]);      // columns 0..3
+        b[4 * h + 1] = _mm_unpackhi_epi16(a[4 * h], a[4 * h + 2]);      // columns 4..7
+        b[4 * h + 2] = _mm_unpacklo_epi16(a[4 * h + 1], a[4 * h + 3]);  // columns 8..11
+        b[4 * h + 3] = _mm_unpackhi_epi16(a[4 * h + 1], a[4 * h + 3]);  // columns 12..15
+      }
+      for (int q = 0; q < 4; ++q) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q)), _mm_unpacklo_epi32(b[q], b[4 + q]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q + 2)), _mm_unpackhi_epi32(b[q], b[4 + q]));
       }
     }
   }
 
-  // Rows [m0, m0 + rows), rows <= 8. Per entry, P holds the 8 activation
-  // rows' pairs (x[m][ka], x[m][kb]) (lane m) and W the 8 output rows' weight
-  // pairs (lane i). Instead of broadcasting one operand per row (a load or a
-  // shuffle per multiply-add), the 8 products per lane come from 8 lane
-  // rotations of W: R[s] lane m = W lane rot(s, m), with
-  // rot(s, m) = 4 * ((m / 4) ^ (s / 4)) + (m % 4 + s % 4) % 4, which for each m
-  // runs through all 8 output rows as s does. acc[s] lane m is then the sum of
-  // activation row m with output row rot(s, m); the tile's epilogue transposes
-  // acc and puts each row's lanes back in output-row order with one vpermd.
+  // Rows [m0, m0 + rows), rows <= 8. Per entry, the activation bytes of its 4
+  // columns are interleaved once into one int32 per activation row, and each
+  // row's int32, broadcast, meets the entry's 8 output rows (lanes) by sign
+  // transfer: acc[m] lane i is activation row m with output row i.
   template <class Epilogue>
-  TSB_KERNEL_NOINLINE void column_pairs_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
-                           int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    const __m128i* cols = reinterpret_cast<const __m128i*>(buf);
+  TSB_KERNEL_NOINLINE void column_quads_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
+                                               int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    const uint8_t* cols = reinterpret_cast<const uint8_t*>(buf);
+    auto column = [&](uint32_t k) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cols + 8 * int64_t{k})); };
     for (int64_t t = t_begin; t < t_end; ++t) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+      __m256i acc[8];
+      for (auto& a : acc) a = _mm256_setzero_si256();
       for (int64_t e = tile_start_[t]; e < tile_start_[t + 1]; ++e) {
-        const __m128i xa = _mm_load_si128(cols + pair_cols_[2 * e]);
-        const __m128i xb = _mm_load_si128(cols + pair_cols_[2 * e + 1]);
-        const __m256i p = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(xa, xb)),
-                                                  _mm_unpackhi_epi16(xa, xb), 1);
-        const __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(weights_.data() + 16 * e)));
-        const __m256i h = _mm256_permute2x128_si256(w, w, 0x01);  // halves swapped
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p, w));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p, _mm256_shuffle_epi32(w, 0x39)));
-        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(p, _mm256_shuffle_epi32(w, 0x4e)));
-        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(p, _mm256_shuffle_epi32(w, 0x93)));
-        a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(p, h));
-        a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(p, _mm256_shuffle_epi32(h, 0x39)));
-        a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(p, _mm256_shuffle_epi32(h, 0x4e)));
-        a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(p, _mm256_shuffle_epi32(h, 0x93)));
+        const uint32_t* c = quad_cols_.data() + 4 * e;
+        const __m128i x01 = _mm_unpacklo_epi8(column(c[0]), column(c[1]));
+        const __m128i x23 = _mm_unpacklo_epi8(column(c[2]), column(c[3]));
+        const __m128i lo = _mm_unpacklo_epi16(x01, x23), hi = _mm_unpackhi_epi16(x01, x23);
+        const __m256i p_lo = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), lo, 1);
+        const __m256i p_hi = _mm256_inserti128_si256(_mm256_castsi128_si256(hi), hi, 1);
+        __m256i u, f;
+        entry_operands(weights_.data() + 32 * e, &u, &f);
+        acc[0] = entry_dot(acc[0], _mm256_shuffle_epi32(p_lo, 0x00), u, f);
+        acc[1] = entry_dot(acc[1], _mm256_shuffle_epi32(p_lo, 0x55), u, f);
+        acc[2] = entry_dot(acc[2], _mm256_shuffle_epi32(p_lo, 0xaa), u, f);
+        acc[3] = entry_dot(acc[3], _mm256_shuffle_epi32(p_lo, 0xff), u, f);
+        acc[4] = entry_dot(acc[4], _mm256_shuffle_epi32(p_hi, 0x00), u, f);
+        acc[5] = entry_dot(acc[5], _mm256_shuffle_epi32(p_hi, 0x55), u, f);
+        acc[6] = entry_dot(acc[6], _mm256_shuffle_epi32(p_hi, 0xaa), u, f);
+        acc[7] = entry_dot(acc[7], _mm256_shuffle_epi32(p_hi, 0xff), u, f);
       }
-      __m256i c[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-      transpose_8x8_epi32(c);  // c[m] lane s: activation row m, output row rot(s, m)
-      const __m256i zp_term = zero_point_term(t, x_zp);
+      const __m256i offset = sign_transfer_term(t, x_zp);
       for (int i = 0; i < rows; ++i) {
-        const __m256i back = _mm256_load_si256(reinterpret_cast<const __m256i*>(kUnrotate[i]));
-        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(_mm256_permutevar8x32_epi32(c[i], back), zp_term));
+        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], offset));
       }
     }
   }
-
-  // kUnrotate[m][i]: the rotation s with rot(s, m) == i (see column_pairs_batch8).
-  alignas(32) static constexpr int32_t kUnrotate[8][8] = {
-      {0, 1, 2, 3, 4, 5, 6, 7}, {3, 0, 1, 2, 7, 4, 5, 6}, {2, 3, 0, 1, 6, 7, 4, 5}, {1, 2, 3, 0, 5, 6, 7, 4},
-      {4, 5, 6, 7, 0, 1, 2, 3}, {7, 4, 5, 6, 3, 0, 1, 2}, {6, 7, 4, 5, 2, 3, 0, 1}, {5, 6, 7, 4, 1, 2, 3, 0},
-  };
 
   int64_t n_;       // output channels
   int64_t kp_;      // padded input columns (readable in every activation row)
   int64_t quads_;   // ceil(kp_ / 4)
   int64_t tiles_;   // ceil(n_ / 8)
-  bool column_pairs_;
-  std::vector<int32_t> tile_start_;  // first piece (quads) or entry (column pairs) of each tile
+  bool column_quads_;
+  std::vector<int32_t> tile_start_;  // first piece (quads) or entry (column quads) of each tile
   std::vector<uint16_t> row_count_;  // quads: pieces per output row
   std::vector<uint16_t> quad_idx_;   // quads: one per piece
-  std::vector<uint32_t> pair_cols_;  // column pairs: ka, kb per entry
-  std::vector<int8_t> weights_;      // 4 per piece, or 16 per entry
+  std::vector<uint32_t> quad_cols_;  // column quads: 4 input columns per entry
+  std::vector<int8_t> weights_;      // 4 per piece, or 32 per entry (row i at 4 * i)
   std::vector<int32_t> row_sum_;     // padded to tiles_ * 8
-  std::vector<int32_t> sign_offset_;  // quads layout only; padded as row_sum_
+  std::vector<int32_t> sign_offset_;  // padded as row_sum_
 };
 
 }  // namespace

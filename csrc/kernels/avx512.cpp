@@ -11,11 +11,9 @@
 //  * Quads (every block shape except rb >= 8 with cb <= 2): the QuadRows
 //    layout of x86_common.h, one 32-bit word of 4 weights per piece, which is
 //    exactly one vpdpbusd lane.
-//  * Column quads (rb in {8, 16}, cb in {1, 2}): each group of 8 output rows
-//    is a list of entries, four input columns c0..c3 (uint32) and 32 int8
-//    weights, row i's w[i][c0..c3] in bytes 4i..4i+3. 8x1 blocks are grouped
-//    four at a time in column order, 8x2 blocks two at a time; the last entry
-//    of a group is completed with zero weights on a valid column.
+//  * Column quads (rb in {8, 16}, cb in {1, 2}): the ColumnQuads layout of
+//    x86_common.h, four input columns c0..c3 and 32 int8 weights per entry,
+//    row i's w[i][c0..c3] in bytes 4i..4i+3, again one vpdpbusd lane per row.
 //
 // Loop order: one or two activation rows are GEMVs that read the row directly:
 // quads assemble 8 pieces' activation words per vector from broadcast loads
@@ -236,7 +234,7 @@ class Avx512VnniPlan final : public KernelPlan {
         row_sum_(row_sums(m)) {
     row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
     if (column_quads_) {
-      build_column_quads(m);
+      cq_ = ColumnQuads(m, tiles_);
     } else {
       q_ = QuadRows(m, tiles_);
       // Index padding read by the last GEMV step (with zero weights).
@@ -248,8 +246,7 @@ class Avx512VnniPlan final : public KernelPlan {
   const char* name() const override { return "avx512vnni"; }
   int64_t num_tiles() const override { return tiles_; }
   size_t packed_bytes() const override {
-    return q_.bytes() + cq_start_.size() * sizeof(int32_t) + cq_cols_.size() * sizeof(uint32_t) +
-           cq_weights_.size() + row_sum_.size() * sizeof(int32_t);
+    return q_.bytes() + cq_.bytes() + row_sum_.size() * sizeof(int32_t);
   }
 
   void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
@@ -313,43 +310,6 @@ class Avx512VnniPlan final : public KernelPlan {
   __m256i zero_point_term(int64_t t, int32_t x_zp) const {
     const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
     return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
-  }
-
-  void build_column_quads(const BcsrMatrix& m) {
-    const int64_t bs = m.rb * m.cb;
-    cq_start_.assign(tiles_ + 1, 0);
-    std::vector<uint32_t> cols;
-    std::vector<int8_t> w;  // 8 per column, rows 0..7
-    for (int64_t g = 0; g < tiles_; ++g) {
-      const int64_t br = g * kTileRows / m.rb, r0 = g * kTileRows % m.rb;
-      cols.clear();
-      w.clear();
-      for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
-        for (int64_t c = 0; c < m.cb; ++c) {
-          bool any = false;
-          int8_t v[8];
-          for (int64_t i = 0; i < 8; ++i) {
-            v[i] = m.values[j * bs + (r0 + i) * m.cb + c];
-            any |= v[i] != 0;
-          }
-          if (!any) continue;
-          cols.push_back(static_cast<uint32_t>(int64_t{m.col_idx[j]} * m.cb + c));
-          w.insert(w.end(), v, v + 8);
-        }
-      }
-      for (size_t e = 0; e < cols.size(); e += 4) {
-        for (size_t c = 0; c < 4; ++c) {
-          // A missing fourth column repeats a valid one, with weight 0.
-          cq_cols_.push_back(e + c < cols.size() ? cols[e + c] : cols[e]);
-        }
-        for (int64_t i = 0; i < 8; ++i) {
-          for (size_t c = 0; c < 4; ++c) {
-            cq_weights_.push_back(e + c < cols.size() ? w[(e + c) * 8 + i] : int8_t{0});
-          }
-        }
-      }
-      cq_start_[g + 1] = static_cast<int32_t>(cq_cols_.size() / 4);
-    }
   }
 
   template <class Epilogue>
@@ -544,14 +504,14 @@ class Avx512VnniPlan final : public KernelPlan {
   TSB_KERNEL_NOINLINE void column_quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
                                              int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     for (int64_t t = t_begin; t < t_end; ++t) {
-      const int64_t e0 = cq_start_[t], e1 = cq_start_[t + 1];
+      const int64_t e0 = cq_.tile_start[t], e1 = cq_.tile_start[t + 1];
       // An entry's 4 activations as one word, broadcast to the 8 rows.
       auto entry = [&](__m256i acc, int64_t e) {
-        const uint32_t* c = cq_cols_.data() + 4 * e;
+        const uint32_t* c = cq_.cols.data() + 4 * e;
         const uint32_t word = uint32_t{x[c[0]]} | uint32_t{x[c[1]]} << 8 | uint32_t{x[c[2]]} << 16 |
                               uint32_t{x[c[3]]} << 24;
         return dpbusd256(acc, _mm256_set1_epi32(static_cast<int32_t>(word)),
-                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cq_weights_.data() + 32 * e)));
+                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cq_.weights.data() + 32 * e)));
       };
       __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
       __m256i acc2 = _mm256_setzero_si256(), acc3 = _mm256_setzero_si256();
@@ -599,9 +559,9 @@ class Avx512VnniPlan final : public KernelPlan {
       for (int g = 0; g < G; ++g) {
         for (int r = 0; r < 8; ++r) acc[g][r] = _mm512_setzero_si512();
       }
-      for (int64_t e = cq_start_[t]; e < cq_start_[t + 1]; ++e) {
-        const uint32_t* c = cq_cols_.data() + 4 * e;
-        const int8_t* we = cq_weights_.data() + 32 * e;
+      for (int64_t e = cq_.tile_start[t]; e < cq_.tile_start[t + 1]; ++e) {
+        const uint32_t* c = cq_.cols.data() + 4 * e;
+        const int8_t* we = cq_.weights.data() + 32 * e;
         for (int g = 0; g < G; ++g) {
           const __m128i c0 = _mm_load_si128(buf + int64_t{c[0]} * G + g);
           const __m128i c1 = _mm_load_si128(buf + int64_t{c[1]} * G + g);
@@ -631,9 +591,7 @@ class Avx512VnniPlan final : public KernelPlan {
   int64_t tiles_;   // ceil(n_ / 8)
   bool column_quads_;
   QuadRows q_;                        // quads layout
-  std::vector<int32_t> cq_start_;     // column quads: first entry of each tile
-  std::vector<uint32_t> cq_cols_;     // column quads: 4 columns per entry
-  std::vector<int8_t> cq_weights_;    // column quads: 32 weights per entry
+  ColumnQuads cq_;                    // column quads layout
   std::vector<int32_t> row_sum_;      // padded to tiles_ * 8
 };
 

@@ -245,5 +245,59 @@ struct QuadRows {
   }
 };
 
+// The column quads layout (see avx2.cpp), for rb in {8, 16} and cb in {1, 2}:
+// each tile's nonzero weight columns (an input column k and the weights
+// w[i][k] of its 8 output rows i), in column order, four to an entry: four
+// input columns c0..c3 and 32 int8 weights, row i's w[i][c0..c3] at bytes
+// 4i..4i+3. A tile's last entry is completed with zero weights on a valid
+// column. tile_start[t] is the first entry of tile t.
+struct ColumnQuads {
+  std::vector<int32_t> tile_start;
+  std::vector<uint32_t> cols;
+  std::vector<int8_t> weights;
+
+  ColumnQuads() = default;
+  ColumnQuads(const BcsrMatrix& m, int64_t tiles) {
+    const int64_t bs = m.rb * m.cb;
+    tile_start.assign(tiles + 1, 0);
+    std::vector<uint32_t> tile_cols;
+    std::vector<int8_t> w;  // 8 per column, rows 0..7
+    for (int64_t g = 0; g < tiles; ++g) {
+      const int64_t br = g * kTileRows / m.rb, r0 = g * kTileRows % m.rb;
+      tile_cols.clear();
+      w.clear();
+      for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
+        for (int64_t c = 0; c < m.cb; ++c) {
+          bool any = false;
+          int8_t v[8];
+          for (int64_t i = 0; i < 8; ++i) {
+            v[i] = m.values[j * bs + (r0 + i) * m.cb + c];
+            any |= v[i] != 0;
+          }
+          if (!any) continue;
+          tile_cols.push_back(static_cast<uint32_t>(int64_t{m.col_idx[j]} * m.cb + c));
+          w.insert(w.end(), v, v + 8);
+        }
+      }
+      for (size_t e = 0; e < tile_cols.size(); e += 4) {
+        for (size_t c = 0; c < 4; ++c) {
+          // A missing fourth column repeats a valid one, with weight 0.
+          cols.push_back(e + c < tile_cols.size() ? tile_cols[e + c] : tile_cols[e]);
+        }
+        for (int64_t i = 0; i < 8; ++i) {
+          for (size_t c = 0; c < 4; ++c) {
+            weights.push_back(e + c < tile_cols.size() ? w[(e + c) * 8 + i] : int8_t{0});
+          }
+        }
+      }
+      tile_start[g + 1] = static_cast<int32_t>(cols.size() / 4);
+    }
+  }
+
+  size_t bytes() const {
+    return tile_start.size() * sizeof(int32_t) + cols.size() * sizeof(uint32_t) + weights.size();
+  }
+};
+
 }  // namespace
 }  // namespace tsb
