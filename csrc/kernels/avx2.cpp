@@ -10,8 +10,8 @@
 //  * Sign transfer for vpmaddubsw (everything else), whose pair sums saturate
 //    at int16: the unsigned operand is |w| (0..128) and the signed one the
 //    activation byte x XOR 0x80 (= x - 128), XORed with 0xff where w < 0
-//    (giving 127 - x = -(x - 128) - 1). Both are one XOR of the raw byte with
-//    a per-weight mask. Then |w| * s = w * (x - 128) for w >= 0 and
+//    (giving 127 - x = -(x - 128) - 1). The batch buffers hold x XOR 0x80;
+//    the per-weight mask is vpcmpgtb(0, w). Then |w| * s = w * (x - 128) for w >= 0 and
 //    w * (x - 128) + w for w < 0, every product lies in [-16384, 16256] and
 //    every pair sum in [-32768, 32512]: no saturation. The constant parts go
 //    into a precomputed per-row offset: sum x * w = sum |w| * s + 128 * row_sum
@@ -280,10 +280,11 @@ class Avx2Plan final : public KernelPlan {
   }
 
   // Batch buffer of the quads layout: for quad q and group g of 8 activation
-  // rows, the vector at index q * groups + g holds the raw bytes
-  // x[i][4q..4q+3] of rows i = 0..7 of the group, row i in int32 lane i. Rows
-  // past `rows` and columns past padded_k() are zero.
+  // rows, the vector at index q * groups + g holds the bytes
+  // x[i][4q..4q+3] XOR 0x80 of rows i = 0..7 of the group, row i in int32
+  // lane i. Rows past `rows` and columns past padded_k() read as x = 0.
   void pack_quad_bytes(const uint8_t* x, int64_t ldx, int rows, int groups, Vec32* buf) const {
+    const __m256i sign_bit = _mm256_set1_epi8(static_cast<char>(0x80));
     for (int g = 0; g < groups; ++g) {
       const int valid = std::max(0, std::min(8, rows - 8 * g));
       for (int64_t k = 0; k < kp_; k += 32) {
@@ -295,7 +296,8 @@ class Avx2Plan final : public KernelPlan {
         transpose_8x8_epi32(r);  // r[j]: quad j of the 32 columns, lane = row
         const int64_t nq = ceil_div(len, 4);
         for (int64_t qq = 0; qq < nq; ++qq) {
-          _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (k / 4 + qq) * groups + g), r[qq]);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (k / 4 + qq) * groups + g),
+                             _mm256_xor_si256(r[qq], sign_bit));
         }
       }
     }
@@ -329,7 +331,6 @@ class Avx2Plan final : public KernelPlan {
                           int32_t x_zp, int64_t t_begin, int64_t t_end, int64_t panel) const {
     alignas(32) int32_t part[G][8][8];  // [group][output row][activation row]
     const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi16(1);
-    const __m256i sign_bit = _mm256_set1_epi8(static_cast<char>(0x80));
     __m256i running[kPanels ? kPanelTiles * kTileRows * G : 1];
     int64_t position[kPanels ? kPanelTiles * kTileRows : 1];
     for (int64_t tg = t_begin; tg < t_end; tg += kPanelTiles) {
@@ -353,7 +354,7 @@ class Avx2Plan final : public KernelPlan {
               std::memcpy(&w4, weights_.data() + 4 * p, 4);
               const __m256i w = _mm256_set1_epi32(w4);
               const __m256i w_abs = _mm256_abs_epi8(w);
-              const __m256i flip = _mm256_xor_si256(_mm256_cmpgt_epi8(zero, w), sign_bit);
+              const __m256i flip = _mm256_cmpgt_epi8(zero, w);
               for (int g = 0; g < G; ++g) {
                 const __m256i s = _mm256_xor_si256(_mm256_load_si256(xq + g), flip);
                 acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, s), ones));
@@ -390,17 +391,17 @@ class Avx2Plan final : public KernelPlan {
 
   // ---- Column quads layout ----
 
-  // |w| and the sign transfer mask (see the top of this file) of an entry's
-  // 32 weights, lane i = output row i.
+  // |w| and the sign transfer mask (0xff where w < 0, see the top of this
+  // file) of an entry's 32 weights, lane i = output row i.
   static void entry_operands(const int8_t* w, __m256i* w_abs, __m256i* flip) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
     *w_abs = _mm256_abs_epi8(v);
-    *flip = _mm256_xor_si256(_mm256_cmpgt_epi8(_mm256_setzero_si256(), v),
-                             _mm256_set1_epi8(static_cast<char>(0x80)));
+    *flip = _mm256_cmpgt_epi8(_mm256_setzero_si256(), v);
   }
 
-  // acc + the 8 output rows' dot products of one entry with the activation
-  // bytes of its 4 columns, broadcast in every int32 lane of `x4`.
+  // acc + the 8 output rows' sign transfer sums of one entry with the
+  // activation bytes (XOR 0x80) of its 4 columns, broadcast in every int32
+  // lane of `x4`.
   static __m256i entry_dot(__m256i acc, __m256i x4, __m256i w_abs, __m256i flip) {
     const __m256i p = _mm256_maddubs_epi16(w_abs, _mm256_xor_si256(x4, flip));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
@@ -411,8 +412,8 @@ class Avx2Plan final : public KernelPlan {
                                              int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     auto gather4 = [&](int64_t e) {
       const uint32_t* c = quad_cols_.data() + 4 * e;
-      return _mm256_set1_epi32(static_cast<int32_t>(x[c[0]] | (x[c[1]] << 8) | (x[c[2]] << 16) |
-                                                    (uint32_t{x[c[3]]} << 24)));
+      const uint32_t word = x[c[0]] | (x[c[1]] << 8) | (x[c[2]] << 16) | (uint32_t{x[c[3]]} << 24);
+      return _mm256_set1_epi32(static_cast<int32_t>(word ^ 0x80808080u));
     };
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
@@ -434,9 +435,11 @@ class Avx2Plan final : public KernelPlan {
     }
   }
 
-  // Batch buffer of the column quads layout: column k is the 8 bytes x[i][k]
-  // of rows i = 0..7 (rows past `rows` are zero), at byte 8 * k.
+  // Batch buffer of the column quads layout: column k is the 8 bytes
+  // x[i][k] XOR 0x80 of rows i = 0..7 (rows past `rows` read as x = 0), at
+  // byte 8 * k.
   void pack_column_bytes(const uint8_t* x, int64_t ldx, int rows, Vec32* buf) const {
+    const __m128i sign_bit = _mm_set1_epi8(static_cast<char>(0x80));
     uint8_t* cols = reinterpret_cast<uint8_t*>(buf);
     for (int64_t k = 0; k < kp_; k += 16) {
       const int64_t len = std::min<int64_t>(16, kp_ - k);
@@ -465,8 +468,10 @@ class Avx2Plan final : public KernelPlan {
         b[4 * h + 3] = _mm_unpackhi_epi16(a[4 * h + 1], a[4 * h + 3]);  // columns 12..15
       }
       for (int q = 0; q < 4; ++q) {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q)), _mm_unpacklo_epi32(b[q], b[4 + q]));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q + 2)), _mm_unpackhi_epi32(b[q], b[4 + q]));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q)),
+                         _mm_xor_si128(_mm_unpacklo_epi32(b[q], b[4 + q]), sign_bit));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q + 2)),
+                         _mm_xor_si128(_mm_unpackhi_epi32(b[q], b[4 + q]), sign_bit));
       }
     }
   }
