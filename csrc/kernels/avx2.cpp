@@ -1,21 +1,27 @@
 // The x86 AVX2 kernel variant.
 //
 // Exactness: no partial sum ever saturates, so every dot product is the exact
-// int32 one (wrapping like the reference). Two ways of forming products:
+// int32 one (wrapping like the reference). Three ways of forming products:
 //
 //  * vpmaddwd on values widened to int16 (x: 0..255, w: -128..127): each pair
 //    sum is at most 2 * 255 * 128 in magnitude. Used by the quads GEMV. The
 //    zero point is removed afterwards as in the reference:
 //    acc = sum x * w - x_zp * row_sum.
-//  * Sign transfer for vpmaddubsw (everything else), whose pair sums saturate
-//    at int16: the unsigned operand is |w| (0..128) and the signed one the
-//    activation byte x XOR 0x80 (= x - 128), XORed with 0xff where w < 0
-//    (giving 127 - x = -(x - 128) - 1). The batch buffers hold x XOR 0x80;
-//    the per-weight mask is vpcmpgtb(0, w). Then |w| * s = w * (x - 128) for w >= 0 and
-//    w * (x - 128) + w for w < 0, every product lies in [-16384, 16256] and
-//    every pair sum in [-32768, 32512]: no saturation. The constant parts go
-//    into a precomputed per-row offset: sum x * w = sum |w| * s + 128 * row_sum
-//    - (sum of the row's negative weights).
+//  * vpmaddubsw, whose pair sums saturate at int16, only on operands that
+//    keep them within it: "sign transfer". The signed activation is
+//    x' = x XOR 0x80 = x - 128 (int8), and sum x * w = sum x' * w + 128 * row_sum.
+//    - Quads batch (weights broadcast, activations loaded): the unsigned
+//      operand is |w| (0..128), the signed one x' XORed with 0xff where w < 0
+//      (giving ~x' = -x' - 1). Then |w| * s = w * x' for w >= 0 and w * x' + w
+//      for w < 0: every product lies in [-16384, 16256], every pair sum in
+//      [-32768, 32512]. The batch buffers hold x'; the per-weight mask is
+//      vpcmpgtb(0, w); the constants go into a per-row offset:
+//      sum x * w = sum |w| * s + 128 * row_sum - (sum of the row's negative weights).
+//    - Column quads (activations broadcast or interleaved, weights loaded):
+//      the unsigned operand is |x'| (0..128), the signed one vpsignb(w, x') =
+//      sign(x') * w, so |x'| * s = x' * w; this layout never stores -128 (see
+//      ColumnQuads' no_min_weight), so the negation is exact and every pair
+//      sum lies in [-32512, 32512].
 //
 // Two packed layouts, both split into tiles of 8 output channels:
 //
@@ -87,7 +93,7 @@ class Avx2Plan final : public KernelPlan {
         row_sum_(row_sums(m)) {
     row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
     if (column_quads_) {
-      ColumnQuads c(m, tiles_);
+      ColumnQuads c(m, tiles_, /*no_min_weight=*/true);
       tile_start_ = std::move(c.tile_start);
       quad_cols_ = std::move(c.cols);
       weights_ = std::move(c.weights);
@@ -97,8 +103,8 @@ class Avx2Plan final : public KernelPlan {
       row_count_ = std::move(q.row_count);
       quad_idx_ = std::move(q.quad_idx);
       weights_ = std::move(q.weights);
+      build_sign_offsets(m);
     }
-    build_sign_offsets(m);
   }
 
   const char* name() const override { return "avx2"; }
@@ -391,20 +397,19 @@ class Avx2Plan final : public KernelPlan {
 
   // ---- Column quads layout ----
 
-  // |w| and the sign transfer mask (0xff where w < 0, see the top of this
-  // file) of an entry's 32 weights, lane i = output row i.
-  static void entry_operands(const int8_t* w, __m256i* w_abs, __m256i* flip) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
-    *w_abs = _mm256_abs_epi8(v);
-    *flip = _mm256_cmpgt_epi8(_mm256_setzero_si256(), v);
+  // acc + the sign transfer products |x'| * (sign(x') * w) = x' * w (x' =
+  // x - 128 as int8; w never -128 in this layout, so sign(x') * w is exact)
+  // of 4 activation bytes with 4 weights per int32 lane, lanes paired by
+  // vpmaddwd into whole dot products.
+  static __m256i signed_dot(__m256i acc, __m256i x, __m256i w) {
+    const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
   }
 
-  // acc + the 8 output rows' sign transfer sums of one entry with the
-  // activation bytes (XOR 0x80) of its 4 columns, broadcast in every int32
-  // lane of `x4`.
-  static __m256i entry_dot(__m256i acc, __m256i x4, __m256i w_abs, __m256i flip) {
-    const __m256i p = _mm256_maddubs_epi16(w_abs, _mm256_xor_si256(x4, flip));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+  // What to subtract from sums of x' * w of tile t: x' = x - 128, so the
+  // exact sum of (x - x_zp) * w is sum x' * w + (128 - x_zp) * row_sum.
+  __m256i signed_term(int64_t t, int32_t x_zp) const {
+    return zero_point_term(t, x_zp - 128);
   }
 
   template <class Epilogue>
@@ -415,23 +420,20 @@ class Avx2Plan final : public KernelPlan {
       const uint32_t word = x[c[0]] | (x[c[1]] << 8) | (x[c[2]] << 16) | (uint32_t{x[c[3]]} << 24);
       return _mm256_set1_epi32(static_cast<int32_t>(word ^ 0x80808080u));
     };
+    auto weights = [&](int64_t e) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(weights_.data() + 32 * e));
+    };
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
       const int64_t e1 = tile_start_[t + 1];
       int64_t e = tile_start_[t];
-      __m256i u, f;
       for (; e + 2 <= e1; e += 2) {
-        entry_operands(weights_.data() + 32 * e, &u, &f);
-        acc0 = entry_dot(acc0, gather4(e), u, f);
-        entry_operands(weights_.data() + 32 * e + 32, &u, &f);
-        acc1 = entry_dot(acc1, gather4(e + 1), u, f);
+        acc0 = signed_dot(acc0, gather4(e), weights(e));
+        acc1 = signed_dot(acc1, gather4(e + 1), weights(e + 1));
       }
-      if (e < e1) {
-        entry_operands(weights_.data() + 32 * e, &u, &f);
-        acc0 = entry_dot(acc0, gather4(e), u, f);
-      }
+      if (e < e1) acc0 = signed_dot(acc0, gather4(e), weights(e));
       epi.store(m, t * kTileRows, valid_rows(t),
-                _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), sign_transfer_term(t, x_zp)));
+                _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), signed_term(t, x_zp)));
     }
   }
 
@@ -477,14 +479,15 @@ class Avx2Plan final : public KernelPlan {
   }
 
   // Rows [m0, m0 + rows), rows <= 8. Per entry, the activation bytes of its 4
-  // columns are interleaved once into one int32 per activation row, and each
-  // row's int32, broadcast, meets the entry's 8 output rows (lanes) by sign
-  // transfer: acc[m] lane i is activation row m with output row i.
+  // columns are interleaved once into one int32 per activation row (lane m),
+  // and each output row's 4 weights, broadcast, meet them by sign transfer:
+  // acc[i] lane m is output row i with activation row m.
   template <class Epilogue>
   TSB_KERNEL_NOINLINE void column_quads_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
                                                int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     const uint8_t* cols = reinterpret_cast<const uint8_t*>(buf);
     auto column = [&](uint32_t k) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cols + 8 * int64_t{k})); };
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc[8];
       for (auto& a : acc) a = _mm256_setzero_si256();
@@ -492,26 +495,25 @@ class Avx2Plan final : public KernelPlan {
         const uint32_t* c = quad_cols_.data() + 4 * e;
         const __m128i x01 = _mm_unpacklo_epi8(column(c[0]), column(c[1]));
         const __m128i x23 = _mm_unpacklo_epi8(column(c[2]), column(c[3]));
-        const __m128i lo = _mm_unpacklo_epi16(x01, x23), hi = _mm_unpackhi_epi16(x01, x23);
-        const __m256i p_lo = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), lo, 1);
-        const __m256i p_hi = _mm256_inserti128_si256(_mm256_castsi128_si256(hi), hi, 1);
-        __m256i u, f;
-        entry_operands(weights_.data() + 32 * e, &u, &f);
-        acc[0] = entry_dot(acc[0], _mm256_shuffle_epi32(p_lo, 0x00), u, f);
-        acc[1] = entry_dot(acc[1], _mm256_shuffle_epi32(p_lo, 0x55), u, f);
-        acc[2] = entry_dot(acc[2], _mm256_shuffle_epi32(p_lo, 0xaa), u, f);
-        acc[3] = entry_dot(acc[3], _mm256_shuffle_epi32(p_lo, 0xff), u, f);
-        acc[4] = entry_dot(acc[4], _mm256_shuffle_epi32(p_hi, 0x00), u, f);
-        acc[5] = entry_dot(acc[5], _mm256_shuffle_epi32(p_hi, 0x55), u, f);
-        acc[6] = entry_dot(acc[6], _mm256_shuffle_epi32(p_hi, 0xaa), u, f);
-        acc[7] = entry_dot(acc[7], _mm256_shuffle_epi32(p_hi, 0xff), u, f);
+        const __m256i p = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(x01, x23)),
+                                                  _mm_unpackhi_epi16(x01, x23), 1);
+        const __m256i p_abs = _mm256_abs_epi8(p);
+        const int8_t* w = weights_.data() + 32 * e;
+        for (int i = 0; i < 8; ++i) {
+          int32_t w4;
+          std::memcpy(&w4, w + 4 * i, 4);
+          const __m256i s = _mm256_sign_epi8(_mm256_set1_epi32(w4), p);
+          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(p_abs, s), ones));
+        }
       }
-      const __m256i offset = sign_transfer_term(t, x_zp);
+      transpose_8x8_epi32(acc);  // acc[m] lane i: activation row m, output row i
+      const __m256i term = signed_term(t, x_zp);
       for (int i = 0; i < rows; ++i) {
-        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], offset));
+        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], term));
       }
     }
   }
+
 
   int64_t n_;       // output channels
   int64_t kp_;      // padded input columns (readable in every activation row)
@@ -524,7 +526,7 @@ class Avx2Plan final : public KernelPlan {
   std::vector<uint32_t> quad_cols_;  // column quads: 4 input columns per entry
   std::vector<int8_t> weights_;      // 4 per piece, or 32 per entry (row i at 4 * i)
   std::vector<int32_t> row_sum_;     // padded to tiles_ * 8
-  std::vector<int32_t> sign_offset_;  // padded as row_sum_
+  std::vector<int32_t> sign_offset_;  // quads: padded as row_sum_
 };
 
 }  // namespace

@@ -234,7 +234,7 @@ class Avx512VnniPlan final : public KernelPlan {
         row_sum_(row_sums(m)) {
     row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
     if (column_quads_) {
-      cq_ = ColumnQuads(m, tiles_);
+      cq_ = ColumnQuads(m, tiles_, /*no_min_weight=*/false);
     } else {
       q_ = QuadRows(m, tiles_);
       // Index padding read by the last GEMV step (with zero weights).

@@ -250,14 +250,17 @@ struct QuadRows {
 // w[i][k] of its 8 output rows i), in column order, four to an entry: four
 // input columns c0..c3 and 32 int8 weights, row i's w[i][c0..c3] at bytes
 // 4i..4i+3. A tile's last entry is completed with zero weights on a valid
-// column. tile_start[t] is the first entry of tile t.
+// column. tile_start[t] is the first entry of tile t. With no_min_weight, a
+// weight -128 is stored as -127 plus a second column entry for the same input
+// column holding the remaining -1 (so that every stored weight negates
+// exactly, see avx2.cpp).
 struct ColumnQuads {
   std::vector<int32_t> tile_start;
   std::vector<uint32_t> cols;
   std::vector<int8_t> weights;
 
   ColumnQuads() = default;
-  ColumnQuads(const BcsrMatrix& m, int64_t tiles) {
+  ColumnQuads(const BcsrMatrix& m, int64_t tiles, bool no_min_weight) {
     const int64_t bs = m.rb * m.cb;
     tile_start.assign(tiles + 1, 0);
     std::vector<uint32_t> tile_cols;
@@ -275,8 +278,22 @@ struct ColumnQuads {
             any |= v[i] != 0;
           }
           if (!any) continue;
-          tile_cols.push_back(static_cast<uint32_t>(int64_t{m.col_idx[j]} * m.cb + c));
+          const uint32_t k = static_cast<uint32_t>(int64_t{m.col_idx[j]} * m.cb + c);
+          tile_cols.push_back(k);
+          int8_t rest[8] = {};
+          bool split = false;
+          for (int64_t i = 0; i < 8 && no_min_weight; ++i) {
+            if (v[i] == -128) {
+              v[i] = -127;
+              rest[i] = -1;
+              split = true;
+            }
+          }
           w.insert(w.end(), v, v + 8);
+          if (split) {
+            tile_cols.push_back(k);
+            w.insert(w.end(), rest, rest + 8);
+          }
         }
       }
       for (size_t e = 0; e < tile_cols.size(); e += 4) {
