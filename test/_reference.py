@@ -16,6 +16,9 @@ __all__ = [
     "reference_qlinear",
     "reference_qlinear_dynamic",
     "quantize_activation",
+    "torch_quantized_activation",
+    "check_activation_rounding",
+    "dense_dynamic_expectation",
 ]
 
 
@@ -86,11 +89,48 @@ def quantize_activation(x: torch.Tensor) -> tuple[np.ndarray, float, int]:
     return q.astype(np.uint8), float(np.float32(scale)), int(zp)
 
 
+def torch_quantized_activation(x: torch.Tensor) -> tuple[np.ndarray, float, int]:
+    """torch's own dynamic activation quantization, the one its dense dynamic ops use.
+
+    Same qparams as quantize_activation, and the same values except where
+    x * (1 / scale) rounds, in float32, to exactly k + 0.5: there torch on aarch64
+    rounds the exact product once (a fused multiply-add), which may give k where
+    quantize_activation (like fbgemm on x86, and our ops everywhere) rounds the
+    float32 product half to even. check_activation_rounding asserts that this is
+    the only difference.
+    """
+    xf = x.detach().reshape(-1, x.size(-1)).contiguous()
+    xq = torch.quantize_per_tensor_dynamic(xf, torch.quint8, False)
+    return xq.int_repr().numpy(), float(xq.q_scale()), int(xq.q_zero_point())
+
+
+def check_activation_rounding(x: torch.Tensor) -> int:
+    """Asserts that torch's activation quantization equals quantize_activation's but
+    for single units at float32 ties; returns the number of such elements."""
+    ours, scale, zp = quantize_activation(x)
+    theirs, t_scale, t_zp = torch_quantized_activation(x)
+    assert (np.float32(t_scale), t_zp) == (np.float32(scale), zp), ((t_scale, t_zp), (scale, zp))
+    differ = ours != theirs
+    if differ.any():
+        xf = x.detach().reshape(-1, x.size(-1)).numpy().astype(np.float32)
+        product = xf[differ] * (np.float32(1.0) / np.float32(scale))
+        assert np.all(product - np.floor(product) == np.float32(0.5)), product
+        assert np.all(np.abs(ours[differ].astype(int) - theirs[differ].astype(int)) == 1)
+    return int(differ.sum())
+
+
 def reference_qlinear_dynamic(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, relu: bool
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    relu: bool,
+    activation: tuple[np.ndarray, float, int] | None = None,
 ) -> torch.Tensor:
-    """Dynamic op: quantize x, exact integer product, y = float(acc) * (x_scale * w_scale) + bias."""
-    xq, x_scale, x_zp = quantize_activation(x)
+    """Dynamic op: quantize x, exact integer product, y = float(acc) * (x_scale * w_scale) + bias.
+
+    `activation` replaces quantize_activation(x), e.g. by torch_quantized_activation(x).
+    """
+    xq, x_scale, x_zp = quantize_activation(x) if activation is None else activation
     acc = _accumulate(xq, x_zp, w)
     dq = np.float32(x_scale) * _weight_scales(w)
     bias = np.zeros(w.size(0), np.float32) if b is None else b.detach().numpy().astype(np.float32)
@@ -99,6 +139,17 @@ def reference_qlinear_dynamic(
     if relu:
         y = np.where(y > 0, y, np.float32(0))
     return torch.from_numpy(y.astype(np.float32)).reshape(*x.shape[:-1], w.size(0))
+
+
+def dense_dynamic_expectation(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, relu: bool
+) -> torch.Tensor:
+    """What torch's dense dynamic op (reduce_range=False, qnnpack) must return: the
+    exact integer product on torch's own quantized activations. Equal to
+    reference_qlinear_dynamic(x, ...) wherever check_activation_rounding finds no
+    tie, which it asserts is the only possible difference."""
+    check_activation_rounding(x)
+    return reference_qlinear_dynamic(x, w, b, relu, torch_quantized_activation(x))
 
 
 # --- Which engine torch's dense int8 ops can serve as a reference under --------
