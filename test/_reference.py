@@ -93,11 +93,10 @@ def torch_quantized_activation(x: torch.Tensor) -> tuple[np.ndarray, float, int]
     """torch's own dynamic activation quantization, the one its dense dynamic ops use.
 
     Same qparams as quantize_activation, and the same values except where
-    x * (1 / scale) rounds, in float32, to exactly k + 0.5: there torch on aarch64
-    rounds the exact product once (a fused multiply-add), which may give k where
-    quantize_activation (like fbgemm on x86, and our ops everywhere) rounds the
-    float32 product half to even. check_activation_rounding asserts that this is
-    the only difference.
+    x * (1 / scale) is exactly k + 0.5 in float32: torch on aarch64 does not round
+    through that float32 product and may give k where quantize_activation (like
+    fbgemm on x86, and our ops everywhere) rounds it half to even.
+    check_activation_rounding asserts that this is the only difference.
     """
     xf = x.detach().reshape(-1, x.size(-1)).contiguous()
     xq = torch.quantize_per_tensor_dynamic(xf, torch.quint8, False)
