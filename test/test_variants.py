@@ -71,6 +71,24 @@ def test_variant_matches_reference(kernel):
             assert torch.equal(yd, reference_qlinear_dynamic(x, w, bias, relu)), where
 
 
+@pytest.mark.parametrize("kernel", RUNNABLE)
+def test_variant_matches_reference_on_activations_below_128(kernel):
+    # What torch.ao's reduce_range observers produce (x86 and fbgemm qconfigs):
+    # the avx2 batches multiply such activations without sign transfer.
+    g = torch.Generator().manual_seed(8)
+    for block, m, extreme in itertools.product([(1, 4), (4, 4), (8, 1), (1, 1)], (2, 9, 16, 31, 40), (False, True)):
+        n, k = 45, 300
+        w = _extreme_weight(n, k, block, g) if extreme else make_sparse_qweight(n, k, block, 0.4, True, g)
+        packed = OPS._with_kernel(OPS.qlinear_prepack(w, None, *block), kernel)
+        high = 128 if extreme else torch.randint(1, 129, (), generator=g).item()
+        x_int = torch.randint(0, high, (m, k), dtype=torch.uint8, generator=g)
+        if extreme:
+            x_int[:, ::2] = 127
+        xq = torch._make_per_tensor_quantized_tensor(x_int, 0.02, 64)
+        y = OPS.qlinear(xq, packed, 4.0, 90)
+        assert torch.equal(y.int_repr(), reference_qlinear(xq, w, None, 4.0, 90, False)), (kernel, block, m, extreme)
+
+
 def test_ops_are_built_to_use_intra_op_threads():
     # Without it at::parallel_for runs every op on the calling thread only.
     assert OPS._intra_op_parallel()

@@ -1,7 +1,7 @@
 // The x86 AVX2 kernel variant.
 //
 // Exactness: no partial sum ever saturates, so every dot product is the exact
-// int32 one (wrapping like the reference). Three ways of forming products:
+// int32 one (wrapping like the reference). The ways of forming products:
 //
 //  * vpmaddwd on values widened to int16 (x: 0..255, w: -128..127): each pair
 //    sum is at most 2 * 255 * 128 in magnitude. Used by the quads GEMV. The
@@ -17,6 +17,9 @@
 //      [-32768, 32512]. The batch buffers hold x'; the per-weight mask is
 //      vpcmpgtb(0, w); the constants go into a per-row offset:
 //      sum x * w = sum |w| * s + 128 * row_sum - (sum of the row's negative weights).
+//    - Quads batch on activations all below 128 (checked per batch; what
+//      torch.ao's reduce_range observers produce): plain vpmaddubsw(x, w),
+//      every pair sum within 2 * 127 * 128, no offset beyond x_zp * row_sum.
 //    - Column quads (activations broadcast or interleaved, weights loaded):
 //      the unsigned operand is |x'| (0..128), the signed one vpsignb(w, x') =
 //      sign(x') * w, so |x'| * s = x' * w; this layout never stores -128 (see
@@ -199,11 +202,14 @@ class Avx2Plan final : public KernelPlan {
       const int groups = left >= 24 ? 4 : (left >= 12 ? 2 : 1);
       const int rows = static_cast<int>(std::min<int64_t>(left, 8 * groups));
       Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(quads_ * groups));
-      pack_quad_bytes(x + m * ldx, ldx, rows, groups, buf);
+      // Activations below 128 (what torch.ao's reduce_range observers
+      // produce) multiply exactly as they are, without sign transfer.
+      const bool seven_bit = below_128(x + m * ldx, ldx, rows);
+      pack_quad_bytes(x + m * ldx, ldx, rows, groups, seven_bit, buf);
       switch (groups) {
-        case 4: quads_batch<4>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
-        case 2: quads_batch<2>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
-        default: quads_batch<1>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
+        case 4: quads_batch<4>(epi, buf, m, rows, x_zp, seven_bit, t_begin, t_end); break;
+        case 2: quads_batch<2>(epi, buf, m, rows, x_zp, seven_bit, t_begin, t_end); break;
+        default: quads_batch<1>(epi, buf, m, rows, x_zp, seven_bit, t_begin, t_end); break;
       }
       m += rows;
     }
@@ -285,12 +291,25 @@ class Avx2Plan final : public KernelPlan {
     }
   }
 
+  // Whether every activation of rows [0, rows) is below 128.
+  bool below_128(const uint8_t* x, int64_t ldx, int rows) const {
+    for (int i = 0; i < rows; ++i) {
+      __m256i any = _mm256_setzero_si256();
+      for (int64_t k = 0; k < kp_; k += 32) {
+        any = _mm256_or_si256(any, load_row32_epu8(x + i * ldx + k, std::min<int64_t>(32, kp_ - k)));
+      }
+      if (_mm256_movemask_epi8(any) != 0) return false;
+    }
+    return true;
+  }
+
   // Batch buffer of the quads layout: for quad q and group g of 8 activation
-  // rows, the vector at index q * groups + g holds the bytes
-  // x[i][4q..4q+3] XOR 0x80 of rows i = 0..7 of the group, row i in int32
+  // rows, the vector at index q * groups + g holds the bytes x[i][4q..4q+3]
+  // of rows i = 0..7 of the group, XOR 0x80 unless seven_bit, row i in int32
   // lane i. Rows past `rows` and columns past padded_k() read as x = 0.
-  void pack_quad_bytes(const uint8_t* x, int64_t ldx, int rows, int groups, Vec32* buf) const {
-    const __m256i sign_bit = _mm256_set1_epi8(static_cast<char>(0x80));
+  void pack_quad_bytes(const uint8_t* x, int64_t ldx, int rows, int groups, bool seven_bit,
+                       Vec32* buf) const {
+    const __m256i offset = _mm256_set1_epi8(static_cast<char>(seven_bit ? 0 : 0x80));
     for (int g = 0; g < groups; ++g) {
       const int valid = std::max(0, std::min(8, rows - 8 * g));
       for (int64_t k = 0; k < kp_; k += 32) {
@@ -303,7 +322,7 @@ class Avx2Plan final : public KernelPlan {
         const int64_t nq = ceil_div(len, 4);
         for (int64_t qq = 0; qq < nq; ++qq) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (k / 4 + qq) * groups + g),
-                             _mm256_xor_si256(r[qq], sign_bit));
+                             _mm256_xor_si256(r[qq], offset));
         }
       }
     }
@@ -321,18 +340,27 @@ class Avx2Plan final : public KernelPlan {
   // running sums cost as much as the misses they save.)
   template <int G, class Epilogue>
   void quads_batch(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows, int32_t x_zp,
-                   int64_t t_begin, int64_t t_end) const {
+                   bool seven_bit, int64_t t_begin, int64_t t_end) const {
     // Panels pay for themselves only at 4 groups (measured): with fewer,
     // a row's pieces per panel are too few for its running sums.
     const int64_t panel = std::max<int64_t>(1, kPanelBytes / (G * int64_t{sizeof(Vec32)}));
-    if (G < 4 || panel >= quads_) {
-      quads_batch_panels<G, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
+    const bool panels = G == 4 && panel < quads_;
+    if (seven_bit) {
+      if (panels) {
+        quads_batch_panels<G, true, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
+      } else {
+        quads_batch_panels<G, false, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
+      }
+    } else if (panels) {
+      quads_batch_panels<G, true, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
     } else {
-      quads_batch_panels<G, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
+      quads_batch_panels<G, false, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
     }
   }
 
-  template <int G, bool kPanels, class Epilogue>
+  // kSevenBit: the buffer holds raw activations below 128, which vpmaddubsw
+  // multiplies with the raw weights exactly (|pair sum| <= 2 * 127 * 128).
+  template <int G, bool kPanels, bool kSevenBit, class Epilogue>
   TSB_KERNEL_NOINLINE void quads_batch_panels(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
                           int32_t x_zp, int64_t t_begin, int64_t t_end, int64_t panel) const {
     alignas(32) int32_t part[G][8][8];  // [group][output row][activation row]
@@ -359,11 +387,18 @@ class Avx2Plan final : public KernelPlan {
               int32_t w4;
               std::memcpy(&w4, weights_.data() + 4 * p, 4);
               const __m256i w = _mm256_set1_epi32(w4);
-              const __m256i w_abs = _mm256_abs_epi8(w);
-              const __m256i flip = _mm256_cmpgt_epi8(zero, w);
-              for (int g = 0; g < G; ++g) {
-                const __m256i s = _mm256_xor_si256(_mm256_load_si256(xq + g), flip);
-                acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, s), ones));
+              if constexpr (kSevenBit) {
+                for (int g = 0; g < G; ++g) {
+                  const __m256i p = _mm256_maddubs_epi16(_mm256_load_si256(xq + g), w);
+                  acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(p, ones));
+                }
+              } else {
+                const __m256i w_abs = _mm256_abs_epi8(w);
+                const __m256i flip = _mm256_cmpgt_epi8(zero, w);
+                for (int g = 0; g < G; ++g) {
+                  const __m256i s = _mm256_xor_si256(_mm256_load_si256(xq + g), flip);
+                  acc[g] = _mm256_add_epi32(acc[g], _mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, s), ones));
+                }
               }
             }
             if (kPanels && q1 < quads_) {
@@ -373,18 +408,20 @@ class Avx2Plan final : public KernelPlan {
               for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[g]);
             }
           }
-          if (q1 == quads_) store_batch_tile<G>(epi, part, m0, rows, t, x_zp);
+          if (q1 == quads_) {
+            store_batch_tile<G>(epi, part, m0, rows, t,
+                                kSevenBit ? zero_point_term(t, x_zp) : sign_transfer_term(t, x_zp));
+          }
         }
       }
     }
   }
 
   // Epilogue of one tile of quads_batch: part[g][r][i] is the sum of output
-  // row 8t + r for activation row m0 + 8g + i.
+  // row 8t + r for activation row m0 + 8g + i, zp_term what to subtract.
   template <int G, class Epilogue>
   void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][8], int64_t m0, int rows,
-                        int64_t t, int32_t x_zp) const {
-    const __m256i zp_term = sign_transfer_term(t, x_zp);
+                        int64_t t, __m256i zp_term) const {
     for (int g = 0; g < G && 8 * g < rows; ++g) {
       __m256i c[8];
       for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));

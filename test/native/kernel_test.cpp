@@ -22,7 +22,10 @@ int g_checks = 0;
 struct Case {
   int64_t M, N, K, rb, cb;
   double density;
-  int mode;  // 0 random, 1 extreme (255 activations, +-127/-128 weights), 2 random extremes
+  // 0 random, 1 extreme (255 activations, +-127/-128 weights), 2 random extremes,
+  // 3 random activations below 128 (as from reduce_range observers), 4 extremes
+  // below 128 (127 activations, 127/-128 weights)
+  int mode;
   bool relu;
   bool per_channel;
   // Row strides exactly padded_k() (x) and N (y), and buffers of exactly M rows,
@@ -44,7 +47,7 @@ std::vector<int8_t> make_weight(std::mt19937& g, const Case& c) {
           if (n >= c.N || k >= c.K) continue;
           int v = val(g);
           if (c.mode == 1) v = (n + k) % 3 == 0 ? -128 : ((n + k) % 3 == 1 ? 127 : -127);
-          if (c.mode == 2) v = (val(g) & 1) ? 127 : -128;
+          if (c.mode == 2 || c.mode == 4) v = (val(g) & 1) ? 127 : -128;
           w[n * c.K + k] = static_cast<int8_t>(v);
         }
       }
@@ -81,7 +84,10 @@ void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& va
   const int64_t ldx = c.tight ? Kp : Kp + 3;  // by default a stride larger than the row
   std::uniform_int_distribution<int> byte(0, 255);
   std::vector<uint8_t> x(std::max<int64_t>(c.M, 1) * ldx);
-  for (auto& v : x) v = static_cast<uint8_t>(c.mode == 1 ? 255 : (c.mode == 2 ? (byte(g) & 1) * 255 : byte(g)));
+  for (auto& v : x) {
+    const int b = byte(g);
+    v = static_cast<uint8_t>(c.mode == 1 ? 255 : c.mode == 2 ? (b & 1) * 255 : c.mode == 3 ? b / 2 : c.mode == 4 ? 127 : b);
+  }
   const int32_t x_zp = c.mode == 1 ? 0 : byte(g);
 
   std::uniform_real_distribution<float> scale(0.5f, 2.0f), bias(-3000.f, 3000.f);
@@ -297,6 +303,17 @@ int main(int argc, char** argv) {
     for (int mode = 0; mode < 3; ++mode) {
       run_case(g, Case{40, 300, 1800, rb, cb, 0.2, mode, mode == 1, mode != 2}, variants);
     }
+  }
+  // Activations below 128 (the batches' plain vpmaddubsw path), with and without
+  // panels, at every batch split.
+  for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {4, 4}, {1, 1}, {8, 1}}) {
+    for (int64_t M : {2, 8, 12, 17, 24, 40}) {
+      for (int mode : {3, 4}) {
+        run_case(g, Case{M, 44, 300, rb, cb, 0.5, mode, M % 2 == 0, mode == 3}, variants);
+      }
+    }
+    run_case(g, Case{40, 60, 1800, rb, cb, 0.2, 3, false, true}, variants);
+    run_case(g, Case{33, 60, 1800, rb, cb, 0.2, 4, true, true}, variants);
   }
   check_quantize_activations(g, variants);
   check_finite_min_max(g, variants);
