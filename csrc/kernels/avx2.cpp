@@ -17,7 +17,7 @@
 //      [-32768, 32512]. The batch buffers hold x'; the per-weight mask is
 //      vpcmpgtb(0, w); the constants go into a per-row offset:
 //      sum x * w = sum |w| * s + 128 * row_sum - (sum of the row's negative weights).
-//    - Quads batch on activations all below 128 (checked per batch; what
+//    - Batches whose activations are all below 128 (checked per batch; what
 //      torch.ao's reduce_range observers produce): plain vpmaddubsw(x, w),
 //      every pair sum within 2 * 127 * 128, no offset beyond x_zp * row_sum.
 //    - Column quads (activations broadcast or interleaved, weights loaded):
@@ -192,8 +192,13 @@ class Avx2Plan final : public KernelPlan {
       if (column_quads_) {
         const int rows = static_cast<int>(std::min<int64_t>(left, 8));
         Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(ceil_div(kp_, 16) * 4));
-        pack_column_bytes(x + m * ldx, ldx, rows, buf);
-        column_quads_batch8(epi, buf, m, rows, x_zp, t_begin, t_end);
+        const bool seven_bit = below_128(x + m * ldx, ldx, rows);
+        pack_column_bytes(x + m * ldx, ldx, rows, seven_bit, buf);
+        if (seven_bit) {
+          column_quads_batch8<true>(epi, buf, m, rows, x_zp, t_begin, t_end);
+        } else {
+          column_quads_batch8<false>(epi, buf, m, rows, x_zp, t_begin, t_end);
+        }
         m += rows;
         continue;
       }
@@ -475,10 +480,10 @@ class Avx2Plan final : public KernelPlan {
   }
 
   // Batch buffer of the column quads layout: column k is the 8 bytes
-  // x[i][k] XOR 0x80 of rows i = 0..7 (rows past `rows` read as x = 0), at
-  // byte 8 * k.
-  void pack_column_bytes(const uint8_t* x, int64_t ldx, int rows, Vec32* buf) const {
-    const __m128i sign_bit = _mm_set1_epi8(static_cast<char>(0x80));
+  // x[i][k] of rows i = 0..7, XOR 0x80 unless seven_bit (rows past `rows`
+  // read as x = 0), at byte 8 * k.
+  void pack_column_bytes(const uint8_t* x, int64_t ldx, int rows, bool seven_bit, Vec32* buf) const {
+    const __m128i offset = _mm_set1_epi8(static_cast<char>(seven_bit ? 0 : 0x80));
     uint8_t* cols = reinterpret_cast<uint8_t*>(buf);
     for (int64_t k = 0; k < kp_; k += 16) {
       const int64_t len = std::min<int64_t>(16, kp_ - k);
@@ -508,9 +513,9 @@ class Avx2Plan final : public KernelPlan {
       }
       for (int q = 0; q < 4; ++q) {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q)),
-                         _mm_xor_si128(_mm_unpacklo_epi32(b[q], b[4 + q]), sign_bit));
+                         _mm_xor_si128(_mm_unpacklo_epi32(b[q], b[4 + q]), offset));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(cols + 8 * (k + 4 * q + 2)),
-                         _mm_xor_si128(_mm_unpackhi_epi32(b[q], b[4 + q]), sign_bit));
+                         _mm_xor_si128(_mm_unpackhi_epi32(b[q], b[4 + q]), offset));
       }
     }
   }
@@ -518,8 +523,9 @@ class Avx2Plan final : public KernelPlan {
   // Rows [m0, m0 + rows), rows <= 8. Per entry, the activation bytes of its 4
   // columns are interleaved once into one int32 per activation row (lane m),
   // and each output row's 4 weights, broadcast, meet them by sign transfer:
-  // acc[i] lane m is output row i with activation row m.
-  template <class Epilogue>
+  // acc[i] lane m is output row i with activation row m. kSevenBit: the
+  // buffer holds raw activations below 128, multiplied with the raw weights.
+  template <bool kSevenBit, class Epilogue>
   TSB_KERNEL_NOINLINE void column_quads_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
                                                int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     const uint8_t* cols = reinterpret_cast<const uint8_t*>(buf);
@@ -534,17 +540,18 @@ class Avx2Plan final : public KernelPlan {
         const __m128i x23 = _mm_unpacklo_epi8(column(c[2]), column(c[3]));
         const __m256i p = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(x01, x23)),
                                                   _mm_unpackhi_epi16(x01, x23), 1);
-        const __m256i p_abs = _mm256_abs_epi8(p);
+        const __m256i u = kSevenBit ? p : _mm256_abs_epi8(p);
         const int8_t* w = weights_.data() + 32 * e;
         for (int i = 0; i < 8; ++i) {
           int32_t w4;
           std::memcpy(&w4, w + 4 * i, 4);
-          const __m256i s = _mm256_sign_epi8(_mm256_set1_epi32(w4), p);
-          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(p_abs, s), ones));
+          const __m256i wi = _mm256_set1_epi32(w4);
+          const __m256i s = kSevenBit ? wi : _mm256_sign_epi8(wi, p);
+          acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), ones));
         }
       }
       transpose_8x8_epi32(acc);  // acc[m] lane i: activation row m, output row i
-      const __m256i term = signed_term(t, x_zp);
+      const __m256i term = kSevenBit ? zero_point_term(t, x_zp) : signed_term(t, x_zp);
       for (int i = 0; i < rows; ++i) {
         epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], term));
       }
