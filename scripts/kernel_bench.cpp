@@ -3,6 +3,8 @@
 //
 //   bash scripts/kernel_bench.sh                      default grid
 //   bash scripts/kernel_bench.sh N K M rb cb sparsity [variant...]
+//   TSB_BENCH_X_MAX=127 bash scripts/kernel_bench.sh ...   activations drawn from
+//                                                           0..127 (default 0..255)
 //
 // Prints the median time of run_static over all tiles, one thread, in us.
 #include <algorithm>
@@ -34,7 +36,8 @@ void bench(int64_t N, int64_t K, int64_t M, int64_t rb, int64_t cb, double spars
   for (int64_t i = 0; i < nbr * nbc; ++i) blocks[i] = i;
   std::shuffle(blocks.begin(), blocks.end(), rng);
   const int64_t keep = nbr * nbc - static_cast<int64_t>(sparsity * nbr * nbc + 0.5);
-  std::uniform_int_distribution<int> wd(-127, 127), xd(0, 255);
+  const char* x_max = std::getenv("TSB_BENCH_X_MAX");
+  std::uniform_int_distribution<int> wd(-127, 127), xd(0, x_max ? std::atoi(x_max) : 255);
   for (int64_t b = 0; b < keep; ++b) {
     const int64_t br = blocks[b] / nbc, bc = blocks[b] % nbc;
     for (int64_t r = 0; r < rb; ++r)
