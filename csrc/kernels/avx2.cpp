@@ -77,12 +77,19 @@ namespace {
 constexpr int64_t kPanelBytes = 48 * 1024;
 constexpr int64_t kPanelTiles = 16;
 
-// 32 activations of one row; columns at or past `len` read as 0.
+// 32 (16) activations of one row; columns at or past `len` read as 0.
 inline __m256i load_row32_epu8(const uint8_t* src, int64_t len) {
   if (len >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
   alignas(32) uint8_t t[32] = {};
   std::memcpy(t, src, static_cast<size_t>(len));
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+}
+
+inline __m128i load_row16_u8(const uint8_t* src, int64_t len) {
+  if (len >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+  alignas(16) uint8_t t[16] = {};
+  std::memcpy(t, src, static_cast<size_t>(len));
+  return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
 }
 
 class Avx2Plan final : public KernelPlan {
@@ -488,17 +495,7 @@ class Avx2Plan final : public KernelPlan {
     for (int64_t k = 0; k < kp_; k += 16) {
       const int64_t len = std::min<int64_t>(16, kp_ - k);
       __m128i r[8];
-      for (int i = 0; i < 8; ++i) {
-        if (i >= rows) {
-          r[i] = _mm_setzero_si128();
-        } else if (len == 16) {
-          r[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i * ldx + k));
-        } else {
-          alignas(16) uint8_t t[16] = {};
-          std::memcpy(t, x + i * ldx + k, static_cast<size_t>(len));
-          r[i] = _mm_load_si128(reinterpret_cast<const __m128i*>(t));
-        }
-      }
+      for (int i = 0; i < 8; ++i) r[i] = i < rows ? load_row16_u8(x + i * ldx + k, len) : _mm_setzero_si128();
       // 8 x 16 byte transpose: out[j] holds columns 2j and 2j + 1.
       __m128i a[8], b[8];
       for (int i = 0; i < 4; ++i) {
