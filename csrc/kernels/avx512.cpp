@@ -19,7 +19,7 @@
 // quads assemble 8 pieces' activation words per vector from broadcast loads
 // and blends (16 pieces per step), column quads build each entry's word from
 // 4 byte loads and broadcast it to the 8 rows (4 entries per step). Batches of
-// 16, 32 or 64 rows first re-lay the activations: quads as one 64-byte vector
+// 16 or 32 rows first re-lay the activations: quads as one 64-byte vector
 // per quad and group of 16 rows (row i's 4 bytes in lane i), column quads as
 // 16 bytes per column and group (row i's byte at i). Then each weight word is
 // broadcast and multiplied with the vectors of every group. Output sums are
@@ -36,12 +36,21 @@
 #if defined(__x86_64__) || defined(_M_X64)
 
 #pragma GCC push_options
+#if defined(TSB_AVX512_EMULATION)
+// Test builds only (test/native/run.sh --avx512-emulated): AVX2 code, with
+// the AVX-512 intrinsics emulated by the header this macro names.
+#pragma GCC target("avx2")
+#else
 #pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
+#endif
 // GCC 12's AVX-512 intrinsics start from self-initialized "undefined"
 // vectors, which -Wmaybe-uninitialized reports at every inlined use.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "x86_common.h"
+#if defined(TSB_AVX512_EMULATION)
+#include TSB_AVX512_EMULATION
+#endif
 
 namespace tsb {
 namespace {
@@ -63,13 +72,21 @@ struct alignas(64) Vec64 {
 // register around every vpdpbusd, which puts the copies on the dependency
 // chain (measured 1.3-1.5x slower batch kernels).
 inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
+#if defined(TSB_AVX512_EMULATION)
+  return _mm512_dpbusd_epi32(acc, u8, s8);
+#else
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
   return acc;
+#endif
 }
 
 inline __m256i dpbusd256(__m256i acc, __m256i u8, __m256i s8) {
+#if defined(TSB_AVX512_EMULATION)
+  return _mm256_dpbusd_epi32(acc, u8, s8);
+#else
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
   return acc;
+#endif
 }
 
 inline int32_t load_i32(const void* p) {
@@ -344,10 +361,10 @@ class Avx512VnniPlan final : public KernelPlan {
       const int rows = static_cast<int>(std::min<int64_t>(left, 16 * groups));
       Vec64* buf = thread_scratch<Vec64>(static_cast<size_t>(quads_ * groups));
       pack_quads(x + m * ldx, ldx, rows, groups, buf);
-      switch (groups) {
-        case 4: quads_batch<4, 2>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
-        case 2: quads_batch<2, 2>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
-        default: quads_batch<1, 4>(epi, buf, m, rows, x_zp, t_begin, t_end); break;
+      if (groups == 2) {
+        quads_batch<2, 2>(epi, buf, m, rows, x_zp, t_begin, t_end);
+      } else {
+        quads_batch<1, 4>(epi, buf, m, rows, x_zp, t_begin, t_end);
       }
       m += rows;
     }
