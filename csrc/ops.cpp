@@ -268,6 +268,7 @@ std::vector<std::string> cpu_feature_names() {
   if (f.avx2) names.emplace_back("avx2");
   if (f.avx512bw) names.emplace_back("avx512bw");
   if (f.avx512vnni) names.emplace_back("avx512vnni");
+  if (f.avx_vnni) names.emplace_back("avx_vnni");
   if (f.neon) names.emplace_back("neon");
   if (f.neon_dot) names.emplace_back("neon_dot");
   return names;

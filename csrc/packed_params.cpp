@@ -44,6 +44,7 @@ CpuFeatures cpu_features() {
     r.avx512bw = capability(caps, "avx512_f") && capability(caps, "avx512_bw") &&
                  capability(caps, "avx512_vl");
     r.avx512vnni = r.avx512bw && capability(caps, "avx512_vnni");
+    r.avx_vnni = capability(caps, "avx_vnni");
     r.neon = capability(caps, "neon");
     r.neon_dot = r.neon && capability(caps, "dot");
 #if defined(__aarch64__)

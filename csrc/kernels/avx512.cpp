@@ -27,7 +27,7 @@
 // which repeat the reference's float operations in its order.
 //
 // The ISA is enabled for this file only (target pragma below); it runs only
-// after dispatch selected the variant. FMA stays disabled, as in avx2.cpp.
+// after dispatch selected the variant. FMA stays disabled, as in avx2_plan.h.
 #include <utility>
 
 #include "kernel_registry.h"
@@ -36,8 +36,8 @@
 #if defined(__x86_64__) || defined(_M_X64)
 
 #pragma GCC push_options
-#if defined(TSB_AVX512_EMULATION)
-// Test builds only (test/native/run.sh --avx512-emulated): AVX2 code, with
+#if defined(TSB_X86_EMULATION)
+// Test builds only (test/native/run.sh --x86-emulated): AVX2 code, with
 // the AVX-512 intrinsics emulated by the header this macro names.
 #pragma GCC target("avx2")
 #else
@@ -48,8 +48,8 @@
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "x86_common.h"
-#if defined(TSB_AVX512_EMULATION)
-#include TSB_AVX512_EMULATION
+#if defined(TSB_X86_EMULATION)
+#include TSB_X86_EMULATION
 #endif
 
 namespace tsb {
@@ -72,7 +72,7 @@ struct alignas(64) Vec64 {
 // register around every vpdpbusd, which puts the copies on the dependency
 // chain (measured 1.3-1.5x slower batch kernels).
 inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
-#if defined(TSB_AVX512_EMULATION)
+#if defined(TSB_X86_EMULATION)
   return _mm512_dpbusd_epi32(acc, u8, s8);
 #else
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
@@ -81,7 +81,7 @@ inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
 }
 
 inline __m256i dpbusd256(__m256i acc, __m256i u8, __m256i s8) {
-#if defined(TSB_AVX512_EMULATION)
+#if defined(TSB_X86_EMULATION)
   return _mm256_dpbusd_epi32(acc, u8, s8);
 #else
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));

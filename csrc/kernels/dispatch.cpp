@@ -27,6 +27,7 @@ const std::vector<Variant>& variants() {
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
       {"avx512vnni", [](const CpuFeatures& f) { return f.avx512vnni; }, make_avx512vnni_plan},
+      {"avxvnni", [](const CpuFeatures& f) { return f.avx2 && f.avx_vnni; }, make_avxvnni_plan},
       {"avx2", [](const CpuFeatures& f) { return f.avx2; }, make_avx2_plan},
 #endif
       {"reference", [](const CpuFeatures&) { return true; }, make_reference_plan},
@@ -51,6 +52,7 @@ CpuFeatures detect_cpu_features() {
   f.avx512bw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl");
   f.avx512vnni = f.avx512bw && __builtin_cpu_supports("avx512vnni");
+  f.avx_vnni = __builtin_cpu_supports("avxvnni");
 #elif defined(__aarch64__)
   f.neon = true;  // Advanced SIMD is mandatory on AArch64.
 #if defined(__linux__) && defined(HWCAP_ASIMDDP)

@@ -12,6 +12,7 @@ std::unique_ptr<KernelPlan> make_reference_plan(const BcsrMatrix& m);
 
 #if defined(__x86_64__) || defined(_M_X64)
 std::unique_ptr<KernelPlan> make_avx2_plan(const BcsrMatrix& m);
+std::unique_ptr<KernelPlan> make_avxvnni_plan(const BcsrMatrix& m);
 std::unique_ptr<KernelPlan> make_avx512vnni_plan(const BcsrMatrix& m);
 #endif
 

@@ -150,6 +150,7 @@ struct CpuFeatures {
   bool avx2 = false;
   bool avx512bw = false;
   bool avx512vnni = false;
+  bool avx_vnni = false;  // AVX-VNNI: the VEX-encoded vpdpbusd
   bool neon = false;
   bool neon_dot = false;
 };

@@ -1,4 +1,4 @@
-// Pieces shared by the x86 kernel variants (avx2.cpp, avx512.cpp).
+// Pieces shared by the x86 kernel variants (avx2_plan.h, avx512.cpp).
 //
 // Include this only after the including file's `#pragma GCC target`: the
 // definitions live in an unnamed namespace, so every variant compiles its own
@@ -195,7 +195,7 @@ inline bool finite_min_max_avx2(const float* x, int64_t n, float* lo, float* hi)
   return _mm256_movemask_ps(finite) == 0xff;
 }
 
-// The quads layout (see avx2.cpp): each output row is a list of 1x4 pieces, a
+// The quads layout (see avx2_plan.h): each output row is a list of 1x4 pieces, a
 // uint16 quad index q (input columns 4q..4q+3) and 4 int8 weights, in tiles of
 // kTileRows rows. Blocks with cb >= 4 split into cb / 4 pieces per row; blocks
 // with cb < 4 widen to the quad that holds them, zeros filling the rest;
@@ -245,7 +245,7 @@ struct QuadRows {
   }
 };
 
-// The column quads layout (see avx2.cpp), for rb in {8, 16} and cb in {1, 2}:
+// The column quads layout (see avx2_plan.h), for rb in {8, 16} and cb in {1, 2}:
 // each tile's nonzero weight columns (an input column k and the weights
 // w[i][k] of its 8 output rows i), in column order, four to an entry: four
 // input columns c0..c3 and 32 int8 weights, row i's w[i][c0..c3] at bytes
@@ -253,7 +253,7 @@ struct QuadRows {
 // column. tile_start[t] is the first entry of tile t. With no_min_weight, a
 // weight -128 is stored as -127 plus a second column entry for the same input
 // column holding the remaining -1 (so that every stored weight negates
-// exactly, see avx2.cpp).
+// exactly, see avx2_plan.h).
 struct ColumnQuads {
   std::vector<int32_t> tile_start;
   std::vector<uint32_t> cols;

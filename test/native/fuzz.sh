@@ -28,6 +28,7 @@ build() {
     # give those files (and only them) their ISA on the command line. They run
     # only where dispatch finds it.
     [[ "$base" == avx2 ]] && isa=(-mavx2)
+    [[ "$base" == avxvnni ]] && isa=(-mavx2 -mavxvnni)
     [[ "$base" == avx512 ]] && isa=(-mavx2 -mavx512f -mavx512bw -mavx512vl -mavx512vnni)
     "$cxx" "${flags[@]}" "${isa[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$out/$name.obj/$base.o"
     objs+=("$out/$name.obj/$base.o")

@@ -228,11 +228,12 @@ void check_finite_min_max(std::mt19937& g, const std::vector<std::string>& varia
   }
 }
 
-// A build with run.sh --avx512-emulated runs avx512vnni's code on any x86-64
-// CPU with AVX2, its AVX-512 instructions emulated (avx512_emulation.h).
+// A build with run.sh --x86-emulated runs the avx512vnni and avxvnni code on
+// any x86-64 CPU with AVX2, their AVX-512 and VNNI instructions emulated
+// (x86_emulation.h).
 bool emulated(const std::string& variant) {
-#if defined(TSB_AVX512_EMULATION)
-  return variant == "avx512vnni";
+#if defined(TSB_X86_EMULATION)
+  return variant == "avx512vnni" || variant == "avxvnni";
 #else
   (void)variant;
   return false;

@@ -6,9 +6,10 @@
 #   test/native/run.sh --arm               aarch64 cross build, run under qemu-aarch64
 #                                          with a CPU without (cortex-a53) and with (max)
 #                                          the dot-product extension
-#   test/native/run.sh --avx512-emulated   x86-64 with AVX2: the avx512vnni variant's
-#                                          code with its AVX-512 instructions emulated
-#                                          (avx512_emulation.h), under the sanitizers
+#   test/native/run.sh --x86-emulated      x86-64 with AVX2: the avx512vnni and avxvnni
+#                                          variants' code with their AVX-512 and VNNI
+#                                          instructions emulated (x86_emulation.h),
+#                                          under the sanitizers
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=("$here/kernel_test.cpp" "$here"/../../csrc/kernels/*.cpp)
@@ -24,12 +25,12 @@ if [[ "${1:-}" == "--asan" ]]; then
   g++ "${flags[@]/-O2/-O1}" -g -D_GLIBCXX_SANITIZE_VECTOR -fsanitize=address,undefined \
     -fno-sanitize-recover=all "${src[@]}" -o "$out/kernel_test_asan"
   "$out/kernel_test_asan" "${@}"
-elif [[ "${1:-}" == "--avx512-emulated" ]]; then
+elif [[ "${1:-}" == "--x86-emulated" ]]; then
   shift
-  emulation=(-Wno-psabi -DTSB_AVX512_EMULATION="\"$here/avx512_emulation.h\"")
+  emulation=(-Wno-psabi -DTSB_X86_EMULATION="\"$here/x86_emulation.h\"")
   g++ "${flags[@]/-O2/-O1}" -march=x86-64 -g -D_GLIBCXX_SANITIZE_VECTOR -fsanitize=address,undefined \
-    -fno-sanitize-recover=all "${emulation[@]}" "${src[@]}" -o "$out/kernel_test_avx512_emulated"
-  "$out/kernel_test_avx512_emulated" --require avx512vnni "${@}"
+    -fno-sanitize-recover=all "${emulation[@]}" "${src[@]}" -o "$out/kernel_test_x86_emulated"
+  "$out/kernel_test_x86_emulated" --require avx512vnni avxvnni "${@}"
 elif [[ "${1:-}" == "--arm" ]]; then
   aarch64-linux-gnu-g++ "${flags[@]}" -static "${src[@]}" -o "$out/kernel_test_arm"
   echo "== qemu-aarch64 -cpu cortex-a53 (NEON, no dot-product)"

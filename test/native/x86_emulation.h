@@ -1,18 +1,18 @@
 // Test-only: the AVX-512 (F, BW, VL, VNNI) intrinsics that csrc/kernels/avx512.cpp
-// uses, written in portable C++ on GCC's generic vectors, so that the
-// avx512vnni kernel's own code (layouts, loops, tails, masks, epilogues) runs
-// and is checked on machines without AVX-512.
+// uses and the AVX-VNNI one of csrc/kernels/avxvnni.cpp, written in portable
+// C++ on GCC's generic vectors, so that the avx512vnni and avxvnni kernels'
+// own code (layouts, loops, tails, masks, epilogues) runs and is checked on
+// machines without those extensions.
 //
-// test/native/run.sh --avx512-emulated compiles avx512.cpp with
-// -DTSB_AVX512_EMULATION='"<this file>"' (the kernel then targets AVX2 only
-// and includes this header after <immintrin.h>) and runs the kernel test on
-// it. Each function follows the instruction's definition in the Intel SDM,
+// test/native/run.sh --x86-emulated compiles avx512.cpp and avxvnni.cpp with
+// -DTSB_X86_EMULATION='"<this file>"' (the kernels then target AVX2 only and
+// include this header after <immintrin.h>) and runs the kernel test on them. Each function follows the instruction's definition in the Intel SDM,
 // including the corner cases: masked-off bytes are neither read nor written,
 // vpdpbusd wraps, vpmovusdb saturates the lanes as unsigned, min/max return
 // the second operand when the comparison is false, and conversions round in
 // the current rounding mode with 0x80000000 for unrepresentable values.
 //
-// Only what avx512.cpp calls is here; a new intrinsic there fails to compile
+// Only what those files call is here; a new intrinsic there fails to compile
 // in this build until it is added.
 #pragma once
 
@@ -25,7 +25,7 @@
 #include <cstring>
 
 
-namespace tsb_avx512_emulation {
+namespace tsb_x86_emulation {
 
 typedef int32_t v16si __attribute__((vector_size(64)));
 typedef uint32_t v16su __attribute__((vector_size(64)));
@@ -109,7 +109,7 @@ inline V dpbusd(V acc, V u, V s) {
 inline __m512i dpbusd_epi32(__m512i acc, __m512i u, __m512i s) { return dpbusd<__m512i, v64qu, 16>(acc, u, s); }
 inline __m256i dpbusd_epi32_256(__m256i acc, __m256i u, __m256i s) {
   return dpbusd<__m256i, v32qu, 8>(acc, u, s);
-}
+}  // also the VEX form, _mm256_dpbusd_avx_epi32
 
 inline __m512 set1_ps(float v) {
   v16sf r;
@@ -209,7 +209,7 @@ inline __m128i maskz_loadu_epi8_128(__mmask16 k, const void* p) { return maskz_l
 inline void mask_storeu_ps_256(void* p, __mmask8 k, __m256 a) { mask_store<__m256, 8, 4>(p, k, a); }
 inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<__m128i, 16, 1>(p, k, a); }
 
-}  // namespace tsb_avx512_emulation
+}  // namespace tsb_x86_emulation
 
 // Some of these are macros in <immintrin.h> without optimization.
 #undef _mm512_set1_epi32
@@ -225,6 +225,7 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #undef _mm512_cvtusepi32_epi8
 #undef _mm512_dpbusd_epi32
 #undef _mm256_dpbusd_epi32
+#undef _mm256_dpbusd_avx_epi32
 #undef _mm512_set1_ps
 #undef _mm512_setzero_ps
 #undef _mm512_loadu_ps
@@ -246,36 +247,37 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #undef _mm256_mask_storeu_ps
 #undef _mm_mask_storeu_epi8
 
-#define _mm512_set1_epi32 tsb_avx512_emulation::set1_epi32
-#define _mm512_setzero_si512 tsb_avx512_emulation::setzero_si512
-#define _mm512_add_epi32 tsb_avx512_emulation::add_epi32
-#define _mm512_sub_epi32 tsb_avx512_emulation::sub_epi32
-#define _mm512_load_si512 tsb_avx512_emulation::load_si512
-#define _mm512_store_si512 tsb_avx512_emulation::store_si512
-#define _mm512_castsi512_si256 tsb_avx512_emulation::castsi512_si256
-#define _mm512_castsi256_si512 tsb_avx512_emulation::castsi256_si512
-#define _mm512_extracti64x4_epi64 tsb_avx512_emulation::extracti64x4_epi64
-#define _mm512_inserti64x4 tsb_avx512_emulation::inserti64x4
-#define _mm512_cvtusepi32_epi8 tsb_avx512_emulation::cvtusepi32_epi8
-#define _mm512_dpbusd_epi32 tsb_avx512_emulation::dpbusd_epi32
-#define _mm256_dpbusd_epi32 tsb_avx512_emulation::dpbusd_epi32_256
-#define _mm512_set1_ps tsb_avx512_emulation::set1_ps
-#define _mm512_setzero_ps tsb_avx512_emulation::setzero_ps
-#define _mm512_loadu_ps tsb_avx512_emulation::loadu_ps
-#define _mm512_mul_ps tsb_avx512_emulation::mul_ps
-#define _mm512_add_ps tsb_avx512_emulation::add_ps
-#define _mm512_max_ps tsb_avx512_emulation::max_ps
-#define _mm512_min_ps tsb_avx512_emulation::min_ps
-#define _mm512_abs_ps tsb_avx512_emulation::abs_ps
-#define _mm512_castps_si512 tsb_avx512_emulation::castps_si512
-#define _mm512_cvtepi32_ps tsb_avx512_emulation::cvtepi32_ps
-#define _mm512_cvtps_epi32 tsb_avx512_emulation::cvtps_epi32
-#define _mm512_roundscale_ps tsb_avx512_emulation::roundscale_ps
-#define _mm512_reduce_min_ps tsb_avx512_emulation::reduce_min_ps
-#define _mm512_reduce_max_ps tsb_avx512_emulation::reduce_max_ps
-#define _mm512_cmp_ps_mask tsb_avx512_emulation::cmp_ps_mask
-#define _mm256_maskz_loadu_epi8 tsb_avx512_emulation::maskz_loadu_epi8_256
-#define _mm256_maskz_loadu_epi32 tsb_avx512_emulation::maskz_loadu_epi32_256
-#define _mm_maskz_loadu_epi8 tsb_avx512_emulation::maskz_loadu_epi8_128
-#define _mm256_mask_storeu_ps tsb_avx512_emulation::mask_storeu_ps_256
-#define _mm_mask_storeu_epi8 tsb_avx512_emulation::mask_storeu_epi8_128
+#define _mm512_set1_epi32 tsb_x86_emulation::set1_epi32
+#define _mm512_setzero_si512 tsb_x86_emulation::setzero_si512
+#define _mm512_add_epi32 tsb_x86_emulation::add_epi32
+#define _mm512_sub_epi32 tsb_x86_emulation::sub_epi32
+#define _mm512_load_si512 tsb_x86_emulation::load_si512
+#define _mm512_store_si512 tsb_x86_emulation::store_si512
+#define _mm512_castsi512_si256 tsb_x86_emulation::castsi512_si256
+#define _mm512_castsi256_si512 tsb_x86_emulation::castsi256_si512
+#define _mm512_extracti64x4_epi64 tsb_x86_emulation::extracti64x4_epi64
+#define _mm512_inserti64x4 tsb_x86_emulation::inserti64x4
+#define _mm512_cvtusepi32_epi8 tsb_x86_emulation::cvtusepi32_epi8
+#define _mm512_dpbusd_epi32 tsb_x86_emulation::dpbusd_epi32
+#define _mm256_dpbusd_epi32 tsb_x86_emulation::dpbusd_epi32_256
+#define _mm256_dpbusd_avx_epi32 tsb_x86_emulation::dpbusd_epi32_256
+#define _mm512_set1_ps tsb_x86_emulation::set1_ps
+#define _mm512_setzero_ps tsb_x86_emulation::setzero_ps
+#define _mm512_loadu_ps tsb_x86_emulation::loadu_ps
+#define _mm512_mul_ps tsb_x86_emulation::mul_ps
+#define _mm512_add_ps tsb_x86_emulation::add_ps
+#define _mm512_max_ps tsb_x86_emulation::max_ps
+#define _mm512_min_ps tsb_x86_emulation::min_ps
+#define _mm512_abs_ps tsb_x86_emulation::abs_ps
+#define _mm512_castps_si512 tsb_x86_emulation::castps_si512
+#define _mm512_cvtepi32_ps tsb_x86_emulation::cvtepi32_ps
+#define _mm512_cvtps_epi32 tsb_x86_emulation::cvtps_epi32
+#define _mm512_roundscale_ps tsb_x86_emulation::roundscale_ps
+#define _mm512_reduce_min_ps tsb_x86_emulation::reduce_min_ps
+#define _mm512_reduce_max_ps tsb_x86_emulation::reduce_max_ps
+#define _mm512_cmp_ps_mask tsb_x86_emulation::cmp_ps_mask
+#define _mm256_maskz_loadu_epi8 tsb_x86_emulation::maskz_loadu_epi8_256
+#define _mm256_maskz_loadu_epi32 tsb_x86_emulation::maskz_loadu_epi32_256
+#define _mm_maskz_loadu_epi8 tsb_x86_emulation::maskz_loadu_epi8_128
+#define _mm256_mask_storeu_ps tsb_x86_emulation::mask_storeu_ps_256
+#define _mm_mask_storeu_epi8 tsb_x86_emulation::mask_storeu_epi8_128
