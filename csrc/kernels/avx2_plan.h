@@ -85,9 +85,16 @@ constexpr bool kVnni = TSB_AVX2_VNNI != 0;
 // bytes of s in each 32-bit lane. With VNNI exact for any bytes; with
 // vpmaddubsw only where no pair sum leaves int16 (activations below 128, or
 // operands after sign transfer; see the top of this file).
+//
+// VNNI: asm with the accumulator tied to the output, as in avx512.cpp (GCC 12
+// copies loop-carried accumulators through another register around each
+// vpdpbusd intrinsic, and spills some); the intrinsic in emulated test builds.
 inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
-#if TSB_AVX2_VNNI
+#if TSB_AVX2_VNNI && defined(TSB_X86_EMULATION)
   return _mm256_dpbusd_avx_epi32(acc, u, s);
+#elif TSB_AVX2_VNNI
+  asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
+  return acc;
 #else
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 #endif
