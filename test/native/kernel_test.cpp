@@ -228,6 +228,57 @@ void check_finite_min_max(std::mt19937& g, const std::vector<std::string>& varia
   }
 }
 
+// Which variant dispatch picks for a set of CPU features (best first), and
+// that forcing one the features do not allow is an error: checked on every
+// machine with synthetic feature sets.
+void check_dispatch() {
+  struct Expect {
+    tsb::CpuFeatures f;
+    const char* best;
+  };
+  auto features = [](bool avx2, bool avx512bw, bool avx512vnni, bool avx_vnni, bool neon, bool neon_dot) {
+    tsb::CpuFeatures f;
+    f.avx2 = avx2;
+    f.avx512bw = avx512bw;
+    f.avx512vnni = avx512vnni;
+    f.avx_vnni = avx_vnni;
+    f.neon = neon;
+    f.neon_dot = neon_dot;
+    return f;
+  };
+  std::vector<Expect> cases = {{features(false, false, false, false, false, false), "reference"}};
+#if defined(__x86_64__) || defined(_M_X64)
+  cases.push_back({features(true, false, false, false, false, false), "avx2"});
+  cases.push_back({features(true, false, false, true, false, false), "avxvnni"});    // Alder Lake, Sierra Forest
+  cases.push_back({features(true, true, false, false, false, false), "avx2"});       // Skylake-SP
+  cases.push_back({features(true, true, true, false, false, false), "avx512vnni"});  // Cascade Lake, Ice Lake
+  cases.push_back({features(true, true, true, true, false, false), "avx512vnni"});   // Sapphire Rapids, Zen 5
+  cases.push_back({features(false, false, false, true, false, false), "reference"});  // no AVX2: no avxvnni
+#endif
+#if defined(__aarch64__)
+  cases.push_back({features(false, false, false, false, true, false), "neon"});
+  cases.push_back({features(false, false, false, false, true, true), "neondot"});
+#endif
+  for (const auto& c : cases) {
+    ++g_checks;
+    std::string error;
+    const std::string got = tsb::select_variant(c.f, "", &error);
+    if (got != c.best) {
+      std::printf("FAIL dispatch picked %s, expected %s\n", got.c_str(), c.best);
+      ++g_failures;
+    }
+    for (const auto& name : tsb::compiled_variants()) {  // forcing: allowed exactly where it runs
+      ++g_checks;
+      error.clear();
+      const std::string forced = tsb::select_variant(c.f, name, &error);
+      if ((forced == name) != tsb::can_run(name, c.f) || (forced.empty() == error.empty())) {
+        std::printf("FAIL forcing %s: got '%s', error '%s'\n", name.c_str(), forced.c_str(), error.c_str());
+        ++g_failures;
+      }
+    }
+  }
+}
+
 // A build with run.sh --x86-emulated runs the avx512vnni and avxvnni code on
 // any x86-64 CPU with AVX2, their AVX-512 and VNNI instructions emulated
 // (x86_emulation.h).
@@ -268,6 +319,8 @@ int main(int argc, char** argv) {
       }
     }
   }
+
+  check_dispatch();
 
   std::mt19937 g(1234);
   const int64_t blocks[] = {1, 2, 4, 8, 16};
