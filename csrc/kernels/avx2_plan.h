@@ -52,9 +52,10 @@
 //    the 8 rows' weights w[i][k]) in column order, four to an entry, 4 input
 //    column indices and 32 int8 weights, row i's four at bytes 4i..4i+3.
 //
-// Loop order: activation rows are processed in batches. A batch of one row
-// (GEMV) reads x directly: quads load 8 pieces' activations per step, column
-// quads broadcast an entry's 4 activation bytes to the 8 rows. A batch of 8,
+// Loop order: activation rows are processed in batches. The last one or two
+// rows are GEMVs that read x directly: quads load 8 pieces' activations per
+// step (two rows sharing each step's indices and weights), column quads
+// broadcast an entry's 4 activation bytes to the 8 rows. A batch of 8,
 // 16 or 32 rows first re-lays the batch's activations in a buffer ordered for
 // the layout (quads: 4 columns of 8 rows per vector; column quads: 8 rows per
 // column), then streams each tile's weights once for the whole batch. The
@@ -221,11 +222,14 @@ class Avx2Plan final : public KernelPlan {
     if (m_begin >= m_end || t_begin >= t_end) return;
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
-      if (left == 1) {
+      // One or two rows: GEMVs (measured faster than a batch of 8 there).
+      if (left <= 2) {
         if (column_quads_) {
-          column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+          for (int64_t i = m; i < m_end; ++i) column_quads_gemv(epi, x + i * ldx, i, x_zp, t_begin, t_end);
+        } else if (left == 2) {
+          quads_gemv<2>(epi, x + m * ldx, ldx, m, x_zp, t_begin, t_end);
         } else {
-          quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+          quads_gemv<1>(epi, x + m * ldx, ldx, m, x_zp, t_begin, t_end);
         }
         break;
       }
@@ -266,9 +270,7 @@ class Avx2Plan final : public KernelPlan {
   // The int16 activations of 4 pieces (quads idx[0..3] of the widened row
   // x16) in one vector: 64-bit broadcast loads merged by blends, which keeps
   // the shuffle units free; the 4 indices come from one 64-bit load.
-  static __m256i load_4_quads(const int16_t* x16, const uint16_t* idx) {
-    uint64_t i4;
-    std::memcpy(&i4, idx, sizeof(i4));
+  static __m256i load_4_quads(const int16_t* x16, uint64_t i4) {
     auto quad = [&](int j) {
       const int16_t* q = x16 + 4 * ((i4 >> (16 * j)) & 0xffff);
       return _mm256_castpd_si256(_mm256_broadcast_sd(reinterpret_cast<const double*>(q)));
@@ -278,62 +280,84 @@ class Avx2Plan final : public KernelPlan {
     return _mm256_blend_epi32(lo, hi, 0xf0);
   }
 
-  // acc + the products of the first n (<= 8) of 8 pieces (32 weights) with
-  // their activations. All 8 indices must be valid quads.
-  static __m256i quads_dot8(__m256i acc, const int16_t* x16, const uint16_t* idx, const int8_t* w,
-                            int n) {
+  // acc[i] + the products of the first n (<= 8) of 8 pieces (32 weights)
+  // with their activations in row x16[i], for R activation rows: the indices
+  // and weights are loaded and widened once for all R. All 8 indices must be
+  // valid quads.
+  template <int R>
+  static void quads_dot8(__m256i (&acc)[R], const int16_t* const (&x16)[R], const uint16_t* idx,
+                         const int8_t* w, int n) {
     __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
     __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
     if (n < 8) {  // piece j's weights are the int32 lanes 2j and 2j + 1
       w0 = _mm256_and_si256(w0, lanes_below(2 * n));
       w1 = _mm256_and_si256(w1, lanes_below(2 * n - 8));
     }
-    const __m256i p0 = _mm256_madd_epi16(load_4_quads(x16, idx), w0);
-    const __m256i p1 = _mm256_madd_epi16(load_4_quads(x16, idx + 4), w1);
-    return _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+    uint64_t lo, hi;  // the 8 indices
+    std::memcpy(&lo, idx, sizeof(lo));
+    std::memcpy(&hi, idx + 4, sizeof(hi));
+    for (int i = 0; i < R; ++i) {
+      const __m256i p0 = _mm256_madd_epi16(load_4_quads(x16[i], lo), w0);
+      const __m256i p1 = _mm256_madd_epi16(load_4_quads(x16[i], hi), w1);
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_add_epi32(p0, p1));
+    }
   }
 
-  // Dot products of one activation row with one output row's pieces, 8
-  // pieces per step; the lanes of the result sum to the output. The last
+  // Dot products of R activation rows with one output row's pieces, 8
+  // pieces per step; the lanes of acc[i] sum to row i's output. The last
   // partial group reads the following rows' pieces with weight 0, or, when
   // fewer than 8 pieces are left in the arrays (`readable`), a zero-padded copy.
-  static __m256i quads_row_dot(const int16_t* x16, const uint16_t* idx, const int8_t* w,
-                               int64_t count, int64_t readable) {
-    __m256i acc = _mm256_setzero_si256();
+  template <int R>
+  static void quads_row_dot(__m256i (&acc)[R], const int16_t* const (&x16)[R], const uint16_t* idx,
+                            const int8_t* w, int64_t count, int64_t readable) {
+    for (auto& a : acc) a = _mm256_setzero_si256();
     int64_t i = 0;
-    for (; i + 8 <= count; i += 8) acc = quads_dot8(acc, x16, idx + i, w + 4 * i, 8);
+    for (; i + 8 <= count; i += 8) quads_dot8<R>(acc, x16, idx + i, w + 4 * i, 8);
     const int tail = static_cast<int>(count - i);
-    if (tail == 0) return acc;
-    if (i + 8 <= readable) return quads_dot8(acc, x16, idx + i, w + 4 * i, tail);
+    if (tail == 0) return;
+    if (i + 8 <= readable) return quads_dot8<R>(acc, x16, idx + i, w + 4 * i, tail);
     uint16_t tail_idx[8] = {};
     alignas(32) int8_t tail_w[32] = {};
     std::memcpy(tail_idx, idx + i, static_cast<size_t>(tail) * sizeof(uint16_t));
     std::memcpy(tail_w, w + 4 * i, static_cast<size_t>(tail) * 4);
-    return quads_dot8(acc, x16, tail_idx, tail_w, tail);
+    quads_dot8<R>(acc, x16, tail_idx, tail_w, tail);
   }
 
-  template <class Epilogue>
-  TSB_KERNEL_NOINLINE void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m, int32_t x_zp, int64_t t_begin,
-                  int64_t t_end) const {
-    // The row widened to int16 once, zero-padded to whole quads.
+  // R (1 or 2) activation rows m .. m + R - 1 against the quads: each row
+  // widened to int16 once, zero-padded to whole quads. Two rows share the
+  // index and weight loads, which makes them cheaper than two GEMVs or a
+  // batch of 8 (measured).
+  template <int R, class Epilogue>
+  TSB_KERNEL_NOINLINE void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t ldx, int64_t m,
+                                      int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     const int64_t width = quads_ * 4;
-    int16_t* x16 = thread_scratch<int16_t>(static_cast<size_t>(width));
-    int64_t k = 0;
-    for (; k + 16 <= kp_; k += 16) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(x16 + k), load_row16_epu8(x + k, 16));
+    int16_t* scratch = thread_scratch<int16_t>(static_cast<size_t>(width * R));
+    const int16_t* x16[R];
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* row = x + i * ldx;
+      int16_t* out = scratch + i * width;
+      int64_t k = 0;
+      for (; k + 16 <= kp_; k += 16) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), load_row16_epu8(row + k, 16));
+      }
+      for (; k < width; ++k) out[k] = k < kp_ ? row[k] : 0;
+      x16[i] = out;
     }
-    for (; k < width; ++k) x16[k] = k < kp_ ? x[k] : 0;
     for (int64_t t = t_begin; t < t_end; ++t) {
-      __m256i acc[8];
+      __m256i acc[R][8];
       int64_t p = tile_start_[t];
       for (int64_t r = 0; r < 8; ++r) {
         const int64_t count = row_count_[t * kTileRows + r];
-        acc[r] = quads_row_dot(x16, quad_idx_.data() + p, weights_.data() + 4 * p, count,
-                               static_cast<int64_t>(quad_idx_.size()) - p);
+        __m256i a[R];
+        quads_row_dot<R>(a, x16, quad_idx_.data() + p, weights_.data() + 4 * p, count,
+                         static_cast<int64_t>(quad_idx_.size()) - p);
+        for (int i = 0; i < R; ++i) acc[i][r] = a[i];
         p += count;
       }
-      const __m256i sums = _mm256_sub_epi32(sum_lanes_8x8(acc), zero_point_term(t, x_zp));
-      epi.store(m, t * kTileRows, valid_rows(t), sums);
+      const __m256i term = zero_point_term(t, x_zp);
+      for (int i = 0; i < R; ++i) {
+        epi.store(m + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(sum_lanes_8x8(acc[i]), term));
+      }
     }
   }
 
