@@ -136,44 +136,34 @@ def run(args: argparse.Namespace) -> dict:
                     "fp32_ms": bench.time(lambda: F.linear(x, w_float, bias)),
                 }
                 for sparsity in sparsities:
-                    for block in BLOCKS:
-                        w = block_sparse_weight(n, k, block, sparsity, g)
-                        ours = OPS.qlinear_prepack(w, bias, *block)
-                        row = dict(base, sparsity=sparsity, block=f"{block[0]}x{block[1]}", kernel=ours.kernel())
-                        # Ours and dense int8 sampled in turns, so that the load of a shared
-                        # machine hits both sides of each speedup alike.
-                        contenders = {
-                            "dense_static_ms": lambda: torch.ops.quantized.linear(xq, dense_packed, 0.1, 128),
-                            "ours_static_ms": lambda: TSBF.qlinear(xq, ours, 0.1, 128),
-                            "dense_dynamic_ms": lambda: torch.ops.quantized.linear_dynamic(x, dense_packed, False),
-                            "ours_dynamic_ms": lambda: TSBF.qlinear_dynamic(x, ours),
-                        }
-                        if threads > 1:
-                            # Thread scaling from samples taken in turns with the
-                            # multi-threaded ones, not from the 1-thread rows measured
-                            # minutes earlier.
-                            contenders["ours_static_1thread_ms"] = on_one_thread(
-                                lambda: TSBF.qlinear(xq, ours, 0.1, 128), threads)
-                            contenders["dense_static_1thread_ms"] = on_one_thread(
-                                lambda: torch.ops.quantized.linear(xq, dense_packed, 0.1, 128), threads)
-                        row.update(bench.time_in_turns(contenders, "fbgemm"))
+                    weights = {block: block_sparse_weight(n, k, block, sparsity, g) for block in BLOCKS}
+                    packed = {block: OPS.qlinear_prepack(w, bias, *block) for block, w in weights.items()}
+                    # Ours (every block shape) and dense int8 sampled in turns, so that the
+                    # load of a shared machine hits both sides of each speedup, and both
+                    # block shapes of the 8x1 / 1x4 ratio, alike.
+                    contenders = {
+                        "dense_static_ms": lambda: torch.ops.quantized.linear(xq, dense_packed, 0.1, 128),
+                        "dense_dynamic_ms": lambda: torch.ops.quantized.linear_dynamic(x, dense_packed, False),
+                    }
+                    if threads > 1:
+                        # Thread scaling from samples taken in turns with the
+                        # multi-threaded ones, not from the 1-thread rows measured
+                        # minutes earlier.
+                        contenders["dense_static_1thread_ms"] = on_one_thread(
+                            lambda: torch.ops.quantized.linear(xq, dense_packed, 0.1, 128), threads)
+                    for block, ours in packed.items():
+                        contenders.update(ours_contenders(block, ours, x, xq, threads))
+                    times = bench.time_in_turns(contenders, "fbgemm")
+                    for block, w in weights.items():
+                        ours = packed[block]
+                        name = f"{block[0]}x{block[1]}"
+                        row = dict(base, sparsity=sparsity, block=name, kernel=ours.kernel())
+                        row.update({key: t for key, t in times.items() if "/" not in key})
+                        row.update({key.split("/")[1]: t for key, t in times.items() if key.startswith(name + "/")})
                         row["torch_sparse_static_ms"] = None
                         row["torch_sparse_dynamic_ms"] = None
                         if not args.no_torch_sparse:
-                            try:
-                                torch.backends.quantized.engine = "fbgemm"
-                                ts = torch.ops.sparse.qlinear_prepack(w, bias, *block)
-                                row["torch_sparse_static_ms"] = bench.time(
-                                    lambda: torch.ops.sparse.qlinear(xq, ts, 0.1, 128), "fbgemm")
-                            except RuntimeError:
-                                pass
-                            try:
-                                torch.backends.quantized.engine = "qnnpack"
-                                td = torch.ops.sparse.qlinear_prepack(w, bias, *block)
-                                row["torch_sparse_dynamic_ms"] = bench.time(
-                                    lambda: torch.ops.sparse.qlinear_dynamic(x, td), "qnnpack")
-                            except RuntimeError:
-                                pass
+                            row.update(torch_sparse_times(bench, w, bias, block, x, xq))
                         nnz = int(w.int_repr().ne(0).sum())
                         row["packed_bytes"] = int(ours.packed_bytes())
                         row["packed_budget_bytes"] = int(1.5 * nnz + 8 * n)
@@ -189,6 +179,38 @@ def run(args: argparse.Namespace) -> dict:
         "rows": rows,
         "overhead": overhead,
     }
+
+
+def ours_contenders(block: tuple[int, int], ours, x: torch.Tensor, xq: torch.Tensor, threads: int) -> dict:
+    """Our static and dynamic calls on one packed weight, keyed "<block>/<JSON key>"."""
+    name = f"{block[0]}x{block[1]}"
+    out = {
+        f"{name}/ours_static_ms": lambda: TSBF.qlinear(xq, ours, 0.1, 128),
+        f"{name}/ours_dynamic_ms": lambda: TSBF.qlinear_dynamic(x, ours),
+    }
+    if threads > 1:
+        out[f"{name}/ours_static_1thread_ms"] = on_one_thread(lambda: TSBF.qlinear(xq, ours, 0.1, 128), threads)
+    return out
+
+
+def torch_sparse_times(bench: Bench, w: torch.Tensor, bias: torch.Tensor, block: tuple[int, int],
+                       x: torch.Tensor, xq: torch.Tensor) -> dict:
+    """torch's own sparse ops on the same weight: static under fbgemm, dynamic under
+    qnnpack; None where torch has no such op for the block shape."""
+    out = {}
+    try:
+        torch.backends.quantized.engine = "fbgemm"
+        ts = torch.ops.sparse.qlinear_prepack(w, bias, *block)
+        out["torch_sparse_static_ms"] = bench.time(lambda: torch.ops.sparse.qlinear(xq, ts, 0.1, 128), "fbgemm")
+    except RuntimeError:
+        pass
+    try:
+        torch.backends.quantized.engine = "qnnpack"
+        td = torch.ops.sparse.qlinear_prepack(w, bias, *block)
+        out["torch_sparse_dynamic_ms"] = bench.time(lambda: torch.ops.sparse.qlinear_dynamic(x, td), "qnnpack")
+    except RuntimeError:
+        pass
+    return out
 
 
 def on_one_thread(fn: Callable[[], object], threads: int) -> Callable[[], None]:
