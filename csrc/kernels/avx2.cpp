@@ -5,8 +5,9 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 
-#pragma GCC push_options
-#pragma GCC target("avx2")
+#include "x86_target.h"
+
+TSB_TARGET_BEGIN("avx2")
 #define TSB_AVX2_VNNI 0
 #include "avx2_plan.h"
 
@@ -18,6 +19,6 @@ std::unique_ptr<KernelPlan> make_avx2_plan(const BcsrMatrix& m) {
 
 }  // namespace tsb
 
-#pragma GCC pop_options
+TSB_TARGET_END
 
 #endif  // x86-64

@@ -89,9 +89,10 @@ constexpr bool kVnni = TSB_AVX2_VNNI != 0;
 //
 // VNNI: asm with the accumulator tied to the output, as in avx512.cpp (GCC 12
 // copies loop-carried accumulators through another register around each
-// vpdpbusd intrinsic, and spills some); the intrinsic in emulated test builds.
+// vpdpbusd intrinsic, and spills some); the intrinsic with Clang and in
+// emulated test builds.
 inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
-#if TSB_AVX2_VNNI && defined(TSB_X86_EMULATION)
+#if TSB_AVX2_VNNI && (defined(TSB_X86_EMULATION) || defined(__clang__))
   return _mm256_dpbusd_avx_epi32(acc, u, s);
 #elif TSB_AVX2_VNNI
   asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));

@@ -35,18 +35,21 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 
-#pragma GCC push_options
+#include "x86_target.h"
+
 #if defined(TSB_X86_EMULATION)
 // Test builds only (test/native/run.sh --x86-emulated): AVX2 code, with
 // the AVX-512 intrinsics emulated by the header this macro names.
-#pragma GCC target("avx2")
+TSB_TARGET_BEGIN("avx2")
 #else
-#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
+TSB_TARGET_BEGIN("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
 #endif
 // GCC 12's AVX-512 intrinsics start from self-initialized "undefined"
 // vectors, which -Wmaybe-uninitialized reports at every inlined use.
 #pragma GCC diagnostic push
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include "x86_common.h"
 #if defined(TSB_X86_EMULATION)
 #include TSB_X86_EMULATION
@@ -136,11 +139,6 @@ inline void transpose_16x16_epi8(__m128i r[16]) {
     r[4 * q + 2] = _mm_unpacklo_epi64(a[4 * q + 2], a[4 * q + 3]);
     r[4 * q + 3] = _mm_unpackhi_epi64(a[4 * q + 2], a[4 * q + 3]);
   }
-}
-
-// The four 128-bit quarters of a, summed lane by lane into one ymm (two halves).
-inline __m256i fold_512(__m512i a) {
-  return _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1));
 }
 
 // The epilogues of the batch kernels: 16 activation rows of 8 output
@@ -621,6 +619,6 @@ std::unique_ptr<KernelPlan> make_avx512vnni_plan(const BcsrMatrix& m) {
 }  // namespace tsb
 
 #pragma GCC diagnostic pop
-#pragma GCC pop_options
+TSB_TARGET_END
 
 #endif  // x86-64

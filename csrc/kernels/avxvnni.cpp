@@ -5,17 +5,18 @@
 #include "kernel_registry.h"
 #include "sparse_core.h"
 
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(TSB_HAVE_AVXVNNI)
 
-#pragma GCC push_options
+#include "x86_target.h"
+
 #if defined(TSB_X86_EMULATION)
 // Test builds only (test/native/run.sh --x86-emulated): AVX2 code, with
 // vpdpbusd emulated by the header this macro names.
-#pragma GCC target("avx2")
+TSB_TARGET_BEGIN("avx2")
 #include "x86_common.h"
 #include TSB_X86_EMULATION
 #else
-#pragma GCC target("avx2,avxvnni")
+TSB_TARGET_BEGIN("avx2,avxvnni")
 #endif
 #define TSB_AVX2_VNNI 1
 #include "avx2_plan.h"
@@ -28,6 +29,6 @@ std::unique_ptr<KernelPlan> make_avxvnni_plan(const BcsrMatrix& m) {
 
 }  // namespace tsb
 
-#pragma GCC pop_options
+TSB_TARGET_END
 
-#endif  // x86-64
+#endif  // x86-64 and a compiler with AVX-VNNI

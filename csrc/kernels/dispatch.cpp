@@ -4,6 +4,9 @@
 #include "kernel_registry.h"
 #include "sparse_core.h"
 
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
@@ -27,7 +30,9 @@ const std::vector<Variant>& variants() {
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
       {"avx512vnni", [](const CpuFeatures& f) { return f.avx512vnni; }, make_avx512vnni_plan},
+#if defined(TSB_HAVE_AVXVNNI)
       {"avxvnni", [](const CpuFeatures& f) { return f.avx2 && f.avx_vnni; }, make_avxvnni_plan},
+#endif
       {"avx2", [](const CpuFeatures& f) { return f.avx2; }, make_avx2_plan},
 #endif
       {"reference", [](const CpuFeatures&) { return true; }, make_reference_plan},
@@ -52,7 +57,10 @@ CpuFeatures detect_cpu_features() {
   f.avx512bw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl");
   f.avx512vnni = f.avx512bw && __builtin_cpu_supports("avx512vnni");
-  f.avx_vnni = __builtin_cpu_supports("avxvnni");
+  // AVX-VNNI: CPUID leaf 7, subleaf 1, EAX bit 4 (not every compiler's
+  // __builtin_cpu_supports knows it); the AVX state is enabled where AVX2 is.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  f.avx_vnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
 #elif defined(__aarch64__)
   f.neon = true;  // Advanced SIMD is mandatory on AArch64.
 #if defined(__linux__) && defined(HWCAP_ASIMDDP)

@@ -1,9 +1,9 @@
 // Pieces shared by the x86 kernel variants (avx2_plan.h, avx512.cpp).
 //
-// Include this only after the including file's `#pragma GCC target`: the
-// definitions live in an unnamed namespace, so every variant compiles its own
-// copy for its own ISA and none of them can leak into code that runs on a CPU
-// without that ISA.
+// Include this only after the including file's `#pragma GCC target` (and
+// x86_headers.h before it): the definitions live in an unnamed namespace, so
+// every variant compiles its own copy for its own ISA and none of them can
+// leak into code that runs on a CPU without that ISA.
 #pragma once
 
 #if !defined(__x86_64__) && !defined(_M_X64)

@@ -22,15 +22,9 @@ build() {
   local objs=()
   mkdir -p "$out/$name.obj"
   for src in "$kernels"/*.cpp; do
-    local base isa=()
+    local base
     base=$(basename "$src" .cpp)
-    # clang does not apply the x86 variants' target pragmas to every function:
-    # give those files (and only them) their ISA on the command line. They run
-    # only where dispatch finds it.
-    [[ "$base" == avx2 ]] && isa=(-mavx2)
-    [[ "$base" == avxvnni ]] && isa=(-mavx2 -mavxvnni)
-    [[ "$base" == avx512 ]] && isa=(-mavx2 -mavx512f -mavx512bw -mavx512vl -mavx512vnni)
-    "$cxx" "${flags[@]}" "${isa[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$out/$name.obj/$base.o"
+    "$cxx" "${flags[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$out/$name.obj/$base.o"
     objs+=("$out/$name.obj/$base.o")
   done
   "$cxx" "${flags[@]}" -fsanitize=fuzzer "$here/fuzz_bcsr.cpp" "${objs[@]}" -o "$out/$name"

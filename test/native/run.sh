@@ -10,6 +10,7 @@
 #                                          variants' code with their AVX-512 and VNNI
 #                                          instructions emulated (x86_emulation.h),
 #                                          under the sanitizers
+#   test/native/run.sh --x86-emulated --clang   the same built with clang++
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=("$here/kernel_test.cpp" "$here"/../../csrc/kernels/*.cpp)
@@ -27,8 +28,13 @@ if [[ "${1:-}" == "--asan" ]]; then
   "$out/kernel_test_asan" "${@}"
 elif [[ "${1:-}" == "--x86-emulated" ]]; then
   shift
+  cxx=(g++ -D_GLIBCXX_SANITIZE_VECTOR)
+  if [[ "${1:-}" == "--clang" ]]; then
+    shift
+    cxx=(clang++)
+  fi
   emulation=(-Wno-psabi -DTSB_X86_EMULATION="\"$here/x86_emulation.h\"")
-  g++ "${flags[@]/-O2/-O1}" -march=x86-64 -g -D_GLIBCXX_SANITIZE_VECTOR -fsanitize=address,undefined \
+  "${cxx[@]}" "${flags[@]/-O2/-O1}" -march=x86-64 -g -fsanitize=address,undefined \
     -fno-sanitize-recover=all "${emulation[@]}" "${src[@]}" -o "$out/kernel_test_x86_emulated"
   "$out/kernel_test_x86_emulated" --require avx512vnni avxvnni "${@}"
 elif [[ "${1:-}" == "--arm" ]]; then
