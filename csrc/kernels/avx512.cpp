@@ -26,7 +26,7 @@
 // transposed to 8 channels of one row for the epilogues of x86_common.h,
 // which repeat the reference's float operations in its order.
 //
-// The ISA is enabled for this file only (target pragma below); it runs only
+// The ISA is enabled for this file only (TSB_TARGET_BEGIN below); it runs only
 // after dispatch selected the variant. FMA stays disabled, as in avx2_plan.h.
 #include <utility>
 
