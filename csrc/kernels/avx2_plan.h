@@ -126,16 +126,9 @@ inline __m128i load_row16_u8(const uint8_t* src, int64_t len) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
 }
 
-class Avx2Plan final : public KernelPlan {
+class Avx2Plan final : public KernelPlan, private TiledPlanShape {
  public:
-  explicit Avx2Plan(const BcsrMatrix& m)
-      : n_(m.N),
-        kp_(m.padded_k()),
-        quads_(ceil_div(m.padded_k(), 4)),
-        tiles_(ceil_div(m.N, kTileRows)),
-        column_quads_(m.rb >= 8 && m.cb <= 2),
-        row_sum_(row_sums(m)) {
-    row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
+  explicit Avx2Plan(const BcsrMatrix& m) : TiledPlanShape(m) {
     if (column_quads_) {
       // vpdpbusd needs no split of -128 weights (see ColumnQuads).
       ColumnQuads c(m, tiles_, /*no_min_weight=*/!kVnni);
@@ -180,16 +173,6 @@ class Avx2Plan final : public KernelPlan {
   }
 
  private:
-  int valid_rows(int64_t t) const {
-    return static_cast<int>(std::min<int64_t>(kTileRows, n_ - t * kTileRows));
-  }
-
-  // x_zp * row_sum for the 8 channels of tile t.
-  __m256i zero_point_term(int64_t t, int32_t x_zp) const {
-    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
-    return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
-  }
-
   // What to subtract from sign transfer sums of tile t for the exact
   // x_zp-corrected dot products: x_zp * row_sum - sign_offset.
   __m256i sign_transfer_term(int64_t t, int32_t x_zp) const {
@@ -614,17 +597,11 @@ class Avx2Plan final : public KernelPlan {
   }
 
 
-  int64_t n_;       // output channels
-  int64_t kp_;      // padded input columns (readable in every activation row)
-  int64_t quads_;   // ceil(kp_ / 4)
-  int64_t tiles_;   // ceil(n_ / 8)
-  bool column_quads_;
   std::vector<int32_t> tile_start_;  // first piece (quads) or entry (column quads) of each tile
   std::vector<uint16_t> row_count_;  // quads: pieces per output row
   std::vector<uint16_t> quad_idx_;   // quads: one per piece
   std::vector<uint32_t> quad_cols_;  // column quads: 4 input columns per entry
   std::vector<int8_t> weights_;      // 4 per piece, or 32 per entry (row i at 4 * i)
-  std::vector<int32_t> row_sum_;     // padded to tiles_ * 8
   std::vector<int32_t> sign_offset_;  // quads without VNNI: padded as row_sum_
 };
 

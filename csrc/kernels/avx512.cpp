@@ -238,16 +238,9 @@ class DynamicEpilogue16 : public DynamicEpilogue {
   const DynamicArgs& a_;
 };
 
-class Avx512VnniPlan final : public KernelPlan {
+class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
  public:
-  explicit Avx512VnniPlan(const BcsrMatrix& m)
-      : n_(m.N),
-        kp_(m.padded_k()),
-        quads_(ceil_div(m.padded_k(), 4)),
-        tiles_(ceil_div(m.N, kTileRows)),
-        column_quads_(m.rb >= 8 && m.cb <= 2),
-        row_sum_(row_sums(m)) {
-    row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
+  explicit Avx512VnniPlan(const BcsrMatrix& m) : TiledPlanShape(m) {
     if (column_quads_) {
       cq_ = ColumnQuads(m, tiles_, /*no_min_weight=*/false);
     } else {
@@ -317,16 +310,6 @@ class Avx512VnniPlan final : public KernelPlan {
   }
 
  private:
-  int valid_rows(int64_t t) const {
-    return static_cast<int>(std::min<int64_t>(kTileRows, n_ - t * kTileRows));
-  }
-
-  // x_zp * row_sum for the 8 channels of tile t.
-  __m256i zero_point_term(int64_t t, int32_t x_zp) const {
-    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
-    return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
-  }
-
   template <class Epilogue>
   void run(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
            int64_t m_end, int64_t t_begin, int64_t t_end) const {
@@ -600,14 +583,8 @@ class Avx512VnniPlan final : public KernelPlan {
     }
   }
 
-  int64_t n_;       // output channels
-  int64_t kp_;      // padded input columns (readable in every activation row)
-  int64_t quads_;   // ceil(kp_ / 4)
-  int64_t tiles_;   // ceil(n_ / 8)
-  bool column_quads_;
-  QuadRows q_;                        // quads layout
-  ColumnQuads cq_;                    // column quads layout
-  std::vector<int32_t> row_sum_;      // padded to tiles_ * 8
+  QuadRows q_;      // quads layout
+  ColumnQuads cq_;  // column quads layout
 };
 
 }  // namespace

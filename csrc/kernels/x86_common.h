@@ -195,6 +195,39 @@ inline bool finite_min_max_avx2(const float* x, int64_t n, float* lo, float* hi)
   return _mm256_movemask_ps(finite) == 0xff;
 }
 
+// What every x86 plan derives from the matrix's shape, and the row sums that
+// remove the activation zero point: the plans inherit it privately.
+class TiledPlanShape {
+ protected:
+  explicit TiledPlanShape(const BcsrMatrix& m)
+      : n_(m.N),
+        kp_(m.padded_k()),
+        quads_(ceil_div(m.padded_k(), 4)),
+        tiles_(ceil_div(m.N, kTileRows)),
+        column_quads_(m.rb >= 8 && m.cb <= 2),
+        row_sum_(row_sums(m)) {
+    row_sum_.resize(std::max<int64_t>(tiles_ * kTileRows, m.padded_n()), 0);
+  }
+
+  // Output channels of tile t that exist (8 but in the last tile).
+  int valid_rows(int64_t t) const {
+    return static_cast<int>(std::min<int64_t>(kTileRows, n_ - t * kTileRows));
+  }
+
+  // x_zp * row_sum for the 8 channels of tile t.
+  __m256i zero_point_term(int64_t t, int32_t x_zp) const {
+    const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row_sum_.data() + t * kTileRows));
+    return _mm256_mullo_epi32(_mm256_set1_epi32(x_zp), s);
+  }
+
+  int64_t n_;       // output channels
+  int64_t kp_;      // padded input columns (readable in every activation row)
+  int64_t quads_;   // ceil(kp_ / 4)
+  int64_t tiles_;   // ceil(n_ / 8)
+  bool column_quads_;             // rb >= 8 with cb <= 2: the column quads layout
+  std::vector<int32_t> row_sum_;  // padded to tiles_ * 8
+};
+
 // The quads layout (see avx2_plan.h): each output row is a list of 1x4 pieces, a
 // uint16 quad index q (input columns 4q..4q+3) and 4 int8 weights, in tiles of
 // kTileRows rows. Blocks with cb >= 4 split into cb / 4 pieces per row; blocks
