@@ -87,7 +87,7 @@ constexpr bool kVnni = TSB_AVX2_VNNI != 0;
 // vpmaddubsw only where no pair sum leaves int16 (activations below 128, or
 // operands after sign transfer; see the top of this file).
 //
-// VNNI: asm with the accumulator tied to the output, as in avx512.cpp (GCC 12
+// VNNI: asm with the accumulator tied to the output, as in avx512vnni.cpp (GCC 12
 // copies loop-carried accumulators through another register around each
 // vpdpbusd intrinsic, and spills some); the intrinsic with Clang and in
 // emulated test builds.

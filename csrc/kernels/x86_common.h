@@ -1,9 +1,11 @@
-// Pieces shared by the x86 kernel variants (avx2_plan.h, avx512.cpp).
+// Vector helpers shared by the x86 kernel variants (avx2_plan.h,
+// avx512vnni.cpp): epilogues, the dynamic op's activation scan and
+// quantization, transposes, per-thread scratch.
 //
-// Include this only after the including file's `#pragma GCC target` (and
-// x86_headers.h before it): the definitions live in an unnamed namespace, so
-// every variant compiles its own copy for its own ISA and none of them can
-// leak into code that runs on a CPU without that ISA.
+// Include this inside the including file's TSB_TARGET_BEGIN region
+// (x86_target.h), after x86_layouts.h outside it: the definitions here live in
+// an unnamed namespace, so every variant compiles its own copy for its own
+// ISA and none of them can leak into code that runs on a CPU without that ISA.
 #pragma once
 
 #if !defined(__x86_64__) && !defined(_M_X64)
@@ -18,11 +20,10 @@
 #include <vector>
 
 #include "sparse_core.h"
+#include "x86_layouts.h"
 
 namespace tsb {
 namespace {
-
-constexpr int64_t kTileRows = 8;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -226,127 +227,6 @@ class TiledPlanShape {
   int64_t tiles_;   // ceil(n_ / 8)
   bool column_quads_;             // rb >= 8 with cb <= 2: the column quads layout
   std::vector<int32_t> row_sum_;  // padded to tiles_ * 8
-};
-
-// The quads layout (see avx2_plan.h): each output row is a list of 1x4 pieces, a
-// uint16 quad index q (input columns 4q..4q+3) and 4 int8 weights, in tiles of
-// kTileRows rows. Blocks with cb >= 4 split into cb / 4 pieces per row; blocks
-// with cb < 4 widen to the quad that holds them, zeros filling the rest;
-// pieces whose 4 weights are all zero are dropped. A tile's pieces are
-// contiguous, row after row: tile_start[t] is the first piece of tile t and
-// row_count[n] the number of pieces of output row n.
-struct QuadRows {
-  std::vector<int32_t> tile_start;
-  std::vector<uint16_t> row_count;
-  std::vector<uint16_t> quad_idx;
-  std::vector<int8_t> weights;
-
-  QuadRows() = default;
-  QuadRows(const BcsrMatrix& m, int64_t tiles) {
-    const int64_t rows = tiles * kTileRows, bs = m.rb * m.cb;
-    tile_start.assign(tiles + 1, 0);
-    row_count.assign(rows, 0);
-    for (int64_t n = 0; n < rows; ++n) {
-      const int64_t begin = static_cast<int64_t>(quad_idx.size());
-      if (n < m.N) {
-        const int64_t br = n / m.rb, r = n % m.rb;
-        for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
-          for (int64_t c = 0; c < m.cb; ++c) {
-            const int8_t v = m.values[j * bs + r * m.cb + c];
-            if (v == 0) continue;
-            const int64_t k = int64_t{m.col_idx[j]} * m.cb + c;
-            const uint16_t q = static_cast<uint16_t>(k / 4);
-            if (static_cast<int64_t>(quad_idx.size()) == begin || quad_idx.back() != q) {
-              quad_idx.push_back(q);
-              weights.insert(weights.end(), 4, int8_t{0});
-            }
-            weights[weights.size() - 4 + k % 4] = v;
-          }
-        }
-      }
-      // At most ceil(65793 / 4) pieces per row (kMaxInFeatures).
-      row_count[n] = static_cast<uint16_t>(static_cast<int64_t>(quad_idx.size()) - begin);
-      if (n % kTileRows == kTileRows - 1) {
-        tile_start[n / kTileRows + 1] = static_cast<int32_t>(quad_idx.size());
-      }
-    }
-  }
-
-  size_t bytes() const {
-    return tile_start.size() * sizeof(int32_t) + row_count.size() * sizeof(uint16_t) +
-           quad_idx.size() * sizeof(uint16_t) + weights.size();
-  }
-};
-
-// The column quads layout (see avx2_plan.h), for rb in {8, 16} and cb in {1, 2}:
-// each tile's nonzero weight columns (an input column k and the weights
-// w[i][k] of its 8 output rows i), in column order, four to an entry: four
-// input columns c0..c3 and 32 int8 weights, row i's w[i][c0..c3] at bytes
-// 4i..4i+3. A tile's last entry is completed with zero weights on a valid
-// column. tile_start[t] is the first entry of tile t. With no_min_weight, a
-// weight -128 is stored as -127 plus a second column entry for the same input
-// column holding the remaining -1 (so that every stored weight negates
-// exactly, see avx2_plan.h).
-struct ColumnQuads {
-  std::vector<int32_t> tile_start;
-  std::vector<uint32_t> cols;
-  std::vector<int8_t> weights;
-
-  ColumnQuads() = default;
-  ColumnQuads(const BcsrMatrix& m, int64_t tiles, bool no_min_weight) {
-    const int64_t bs = m.rb * m.cb;
-    tile_start.assign(tiles + 1, 0);
-    std::vector<uint32_t> tile_cols;
-    std::vector<int8_t> w;  // 8 per column, rows 0..7
-    for (int64_t g = 0; g < tiles; ++g) {
-      const int64_t br = g * kTileRows / m.rb, r0 = g * kTileRows % m.rb;
-      tile_cols.clear();
-      w.clear();
-      for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
-        for (int64_t c = 0; c < m.cb; ++c) {
-          bool any = false;
-          int8_t v[8];
-          for (int64_t i = 0; i < 8; ++i) {
-            v[i] = m.values[j * bs + (r0 + i) * m.cb + c];
-            any |= v[i] != 0;
-          }
-          if (!any) continue;
-          const uint32_t k = static_cast<uint32_t>(int64_t{m.col_idx[j]} * m.cb + c);
-          tile_cols.push_back(k);
-          int8_t rest[8] = {};
-          bool split = false;
-          for (int64_t i = 0; i < 8 && no_min_weight; ++i) {
-            if (v[i] == -128) {
-              v[i] = -127;
-              rest[i] = -1;
-              split = true;
-            }
-          }
-          w.insert(w.end(), v, v + 8);
-          if (split) {
-            tile_cols.push_back(k);
-            w.insert(w.end(), rest, rest + 8);
-          }
-        }
-      }
-      for (size_t e = 0; e < tile_cols.size(); e += 4) {
-        for (size_t c = 0; c < 4; ++c) {
-          // A missing fourth column repeats a valid one, with weight 0.
-          cols.push_back(e + c < tile_cols.size() ? tile_cols[e + c] : tile_cols[e]);
-        }
-        for (int64_t i = 0; i < 8; ++i) {
-          for (size_t c = 0; c < 4; ++c) {
-            weights.push_back(e + c < tile_cols.size() ? w[(e + c) * 8 + i] : int8_t{0});
-          }
-        }
-      }
-      tile_start[g + 1] = static_cast<int32_t>(cols.size() / 4);
-    }
-  }
-
-  size_t bytes() const {
-    return tile_start.size() * sizeof(int32_t) + cols.size() * sizeof(uint32_t) + weights.size();
-  }
 };
 
 }  // namespace

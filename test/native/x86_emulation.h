@@ -1,10 +1,10 @@
-// Test-only: the AVX-512 (F, BW, VL, VNNI) intrinsics that csrc/kernels/avx512.cpp
+// Test-only: the AVX-512 (F, BW, VL, VNNI) intrinsics that csrc/kernels/avx512vnni.cpp
 // uses and the AVX-VNNI one of csrc/kernels/avxvnni.cpp, written in portable
 // C++ on GCC's generic vectors, so that the avx512vnni and avxvnni kernels'
 // own code (layouts, loops, tails, masks, epilogues) runs and is checked on
 // machines without those extensions.
 //
-// test/native/run.sh --x86-emulated compiles avx512.cpp and avxvnni.cpp with
+// test/native/run.sh --x86-emulated compiles avx512vnni.cpp and avxvnni.cpp with
 // -DTSB_X86_EMULATION='"<this file>"' (the kernels then target AVX2 only and
 // include this header after <immintrin.h>) and runs the kernel test on them. Each function follows the instruction's definition in the Intel SDM,
 // including the corner cases: masked-off bytes are neither read nor written,

@@ -35,6 +35,7 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 
+#include "x86_layouts.h"
 #include "x86_target.h"
 
 #if defined(TSB_X86_EMULATION)

@@ -1,0 +1,156 @@
+// Construction of the x86 packed layouts (see x86_layouts.h).
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include "x86_layouts.h"
+
+#include <algorithm>
+#include <array>
+
+namespace tsb {
+namespace {
+
+using Piece = std::pair<uint16_t, std::array<int8_t, 4>>;  // quad index, 4 weights
+
+// The pieces of output channel n < m.N, in quad order, all-zero ones dropped.
+// At most ceil(kMaxInFeatures / 4) of them, so quad indices fit in uint16.
+void channel_pieces(const BcsrMatrix& m, int64_t n, std::vector<Piece>* out) {
+  out->clear();
+  const int64_t bs = m.rb * m.cb, br = n / m.rb, r = n % m.rb;
+  for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
+    for (int64_t c = 0; c < m.cb; ++c) {
+      const int8_t v = m.values[j * bs + r * m.cb + c];
+      if (v == 0) continue;
+      const int64_t k = int64_t{m.col_idx[j]} * m.cb + c;
+      const uint16_t q = static_cast<uint16_t>(k / 4);
+      if (out->empty() || out->back().first != q) out->push_back({q, {0, 0, 0, 0}});
+      out->back().second[k % 4] = v;
+    }
+  }
+}
+
+}  // namespace
+
+QuadRows::QuadRows(const BcsrMatrix& m, int64_t tiles) {
+  const int64_t rows = tiles * kTileRows;
+  tile_start.assign(tiles + 1, 0);
+  row_count.assign(rows, 0);
+  std::vector<Piece> pieces;
+  for (int64_t n = 0; n < rows; ++n) {
+    if (n < m.N) {
+      channel_pieces(m, n, &pieces);
+      for (const Piece& p : pieces) {
+        quad_idx.push_back(p.first);
+        weights.insert(weights.end(), p.second.begin(), p.second.end());
+      }
+      row_count[n] = static_cast<uint16_t>(pieces.size());
+    }
+    if (n % kTileRows == kTileRows - 1) {
+      tile_start[n / kTileRows + 1] = static_cast<int32_t>(quad_idx.size());
+    }
+  }
+}
+
+size_t QuadRows::bytes() const {
+  return tile_start.size() * sizeof(int32_t) + row_count.size() * sizeof(uint16_t) +
+         quad_idx.size() * sizeof(uint16_t) + weights.size();
+}
+
+ColumnQuads::ColumnQuads(const BcsrMatrix& m, int64_t tiles, bool no_min_weight) {
+  const int64_t bs = m.rb * m.cb;
+  tile_start.assign(tiles + 1, 0);
+  std::vector<uint32_t> tile_cols;
+  std::vector<int8_t> w;  // 8 per column, rows 0..7
+  for (int64_t g = 0; g < tiles; ++g) {
+    const int64_t br = g * kTileRows / m.rb, r0 = g * kTileRows % m.rb;
+    tile_cols.clear();
+    w.clear();
+    for (int64_t j = m.row_ptr[br]; j < m.row_ptr[br + 1]; ++j) {
+      for (int64_t c = 0; c < m.cb; ++c) {
+        bool any = false;
+        int8_t v[8];
+        for (int64_t i = 0; i < 8; ++i) {
+          v[i] = m.values[j * bs + (r0 + i) * m.cb + c];
+          any |= v[i] != 0;
+        }
+        if (!any) continue;
+        const uint32_t k = static_cast<uint32_t>(int64_t{m.col_idx[j]} * m.cb + c);
+        tile_cols.push_back(k);
+        int8_t rest[8] = {};
+        bool split = false;
+        for (int64_t i = 0; i < 8 && no_min_weight; ++i) {
+          if (v[i] == -128) {
+            v[i] = -127;
+            rest[i] = -1;
+            split = true;
+          }
+        }
+        w.insert(w.end(), v, v + 8);
+        if (split) {
+          tile_cols.push_back(k);
+          w.insert(w.end(), rest, rest + 8);
+        }
+      }
+    }
+    for (size_t e = 0; e < tile_cols.size(); e += 4) {
+      for (size_t c = 0; c < 4; ++c) {
+        // A missing fourth column repeats a valid one, with weight 0.
+        cols.push_back(e + c < tile_cols.size() ? tile_cols[e + c] : tile_cols[e]);
+      }
+      for (int64_t i = 0; i < 8; ++i) {
+        for (size_t c = 0; c < 4; ++c) {
+          weights.push_back(e + c < tile_cols.size() ? w[(e + c) * 8 + i] : int8_t{0});
+        }
+      }
+    }
+    tile_start[g + 1] = static_cast<int32_t>(cols.size() / 4);
+  }
+}
+
+size_t ColumnQuads::bytes() const {
+  return tile_start.size() * sizeof(int32_t) + cols.size() * sizeof(uint32_t) + weights.size();
+}
+
+QuadSlots::QuadSlots(const BcsrMatrix& m) {
+  const int64_t quads = (m.padded_k() + 3) / 4;
+  tiles = (m.N + kSlots - 1) / kSlots;
+  panels = (quads + kPanelQuads - 1) / kPanelQuads;
+  tile_start.assign(tiles + 1, 0);
+  std::vector<Piece> pieces;
+  // by_panel[j][p]: channel j's pieces in panel p, in quad order.
+  std::vector<std::vector<std::vector<Piece>>> by_panel(kSlots, std::vector<std::vector<Piece>>(panels));
+  for (int64_t t = 0; t < tiles; ++t) {
+    for (int64_t j = 0; j < kSlots; ++j) {
+      for (auto& v : by_panel[j]) v.clear();
+      const int64_t n = t * kSlots + j;
+      if (n >= m.N) continue;
+      channel_pieces(m, n, &pieces);
+      for (const Piece& p : pieces) by_panel[j][p.first / kPanelQuads].push_back(p);
+    }
+    for (int64_t p = 0; p < panels; ++p) {
+      size_t depth = 0;
+      for (int64_t j = 0; j < kSlots; ++j) depth = std::max(depth, by_panel[j][p].size());
+      for (size_t s = 0; s < depth; ++s) {
+        uint8_t step[kStepBytes] = {};
+        for (int64_t j = 0; j < kSlots; ++j) {
+          if (s >= by_panel[j][p].size()) continue;  // padding: index 0, weight 0
+          const Piece& piece = by_panel[j][p][s];
+          for (int b = 0; b < 4; ++b) step[4 * j + b] = static_cast<uint8_t>(piece.second[b]);
+          step[4 * kSlots + j] = static_cast<uint8_t>(piece.first % kPanelQuads);
+        }
+        steps.insert(steps.end(), step, step + kStepBytes);
+        step_panel.push_back(static_cast<uint16_t>(p));
+      }
+    }
+    tile_start[t + 1] = num_steps();
+  }
+  steps.resize(steps.size() + kPadSteps * kStepBytes, 0);
+  step_panel.resize(step_panel.size() + kPadSteps, 0);
+}
+
+size_t QuadSlots::bytes() const {
+  return tile_start.size() * sizeof(int64_t) + step_panel.size() * sizeof(uint16_t) + steps.size();
+}
+
+}  // namespace tsb
+
+#endif  // x86-64

@@ -1,0 +1,86 @@
+// Packed weight layouts of the x86 kernel variants (see the glossary in
+// sparse_core.h). Each is built once from the canonical BcsrMatrix when a plan
+// is made; nothing here uses vector instructions, so the constructors live in
+// x86_layouts.cpp, compiled for the baseline ISA, and every variant shares them.
+//
+// A "piece" is one output channel's 4 weights on one quad (input columns
+// 4q .. 4q+3): a quad index and a 32-bit word of 4 int8 weights, which is
+// exactly one vpdpbusd lane. Blocks with cb >= 4 split into cb / 4 pieces per
+// channel; blocks with cb < 4 widen to the quad that holds them, zeros filling
+// the rest; pieces whose 4 weights are all zero are dropped.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "sparse_core.h"
+
+namespace tsb {
+
+// Output channels per tile of the QuadRows and ColumnQuads layouts.
+constexpr int64_t kTileRows = 8;
+
+// Row quads: each output channel's pieces in quad order, channel after
+// channel, in tiles of kTileRows channels. tile_start[t] is the first piece of
+// tile t and row_count[n] the number of pieces of channel n.
+struct QuadRows {
+  std::vector<int32_t> tile_start;
+  std::vector<uint16_t> row_count;
+  std::vector<uint16_t> quad_idx;
+  std::vector<int8_t> weights;  // 4 per piece
+
+  QuadRows() = default;
+  QuadRows(const BcsrMatrix& m, int64_t tiles);
+  size_t bytes() const;
+};
+
+// Column quads, for rb in {8, 16} with cb in {1, 2}: each tile's nonzero weight
+// columns (an input column k and the weights w[i][k] of its 8 channels), in
+// column order, four to an "entry": four input columns c0..c3 and 32 int8
+// weights, channel i's w[i][c0..c3] at bytes 4i..4i+3. A tile's last entry is
+// completed with zero weights on a valid column. tile_start[t] is the first
+// entry of tile t. With no_min_weight, a weight -128 is stored as -127 plus a
+// second column entry for the same input column holding the remaining -1 (so
+// that every stored weight negates exactly, as the avx2 sign transfer needs).
+struct ColumnQuads {
+  std::vector<int32_t> tile_start;
+  std::vector<uint32_t> cols;
+  std::vector<int8_t> weights;
+
+  ColumnQuads() = default;
+  ColumnQuads(const BcsrMatrix& m, int64_t tiles, bool no_min_weight);
+  size_t bytes() const;
+};
+
+// Quad slots: pieces of 16 output channels ("slot" j is channel 16t + j of
+// tile t) dealt into "steps" of 16 slots, one piece per slot, so that a step
+// is one 512-bit vector of weights whose lanes are 16 different channels.
+// The input is cut into "panels" of kPanelQuads quads (128 columns): all
+// pieces of a step lie in one panel, so a step's activation words come from
+// the panel's 128 bytes of a row, two vector registers, through one two-table
+// permute. A tile's steps are in panel order; in panel p, step s holds each
+// channel's s-th piece there, or a padding piece (index 0, weight 0) in the
+// slots of channels that have fewer. A step is kStepBytes bytes: the 16
+// weight words, then the 16 quad indices within the panel (0..31).
+struct QuadSlots {
+  static constexpr int64_t kSlots = 16;
+  static constexpr int64_t kPanelQuads = 32;
+  static constexpr int64_t kStepBytes = 80;
+  // Steps of padding after the last one (zero weights), so that loops that
+  // run ahead by a few steps stay inside the buffer.
+  static constexpr int64_t kPadSteps = 4;
+
+  int64_t tiles = 0;
+  int64_t panels = 0;                // ceil(quads / kPanelQuads)
+  std::vector<int64_t> tile_start;   // first step of tile t; tiles + 1 entries
+  std::vector<uint16_t> step_panel;  // the panel of each step
+  std::vector<uint8_t> steps;        // kStepBytes per step
+
+  QuadSlots() = default;
+  explicit QuadSlots(const BcsrMatrix& m);
+  int64_t num_steps() const { return static_cast<int64_t>(step_panel.size()); }
+  size_t bytes() const;
+};
+
+}  // namespace tsb
