@@ -20,6 +20,10 @@ Anything else goes through ``torch.ops`` unchanged: under ``torch.compile`` and
 active ``TorchFunctionMode``, for tensor subclasses, and for arguments of other
 types (for which the entry points raise :class:`UnsupportedArgumentError`).
 Scripted code calls ``torch.ops`` directly.
+
+The modules of :mod:`torch_sparse_backend.nn` run their ops through these
+functions, so this file is the one place that tells the eager, traced and
+scripted paths apart.
 """
 
 from __future__ import annotations
