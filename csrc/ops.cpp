@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu.h"
 #include "packed_params.h"
 
 namespace tsb {
@@ -16,11 +17,8 @@ namespace {
 using Packed = c10::intrusive_ptr<SparseLinearPackedParams>;
 
 // Output channels' tiles are split across threads. Below this many
-// multiply-adds one thread does the whole product: handing a few
-// microseconds of work to a second thread cost more than it saved (measured
-// with scripts/bench.py at batch 1: 768x768 at 90% and 80% sparsity, 59K and
-// 118K multiply-adds, ran 0.83x and 1.0x as fast on 2 threads; at 50%, 295K,
-// 1.26x).
+// multiply-adds one thread does the whole product: waking a second thread for
+// a few microseconds of work costs more than the work it takes over.
 constexpr int64_t kMinParallelWork = int64_t{1} << 18;
 
 void check_input_rank(const at::Tensor& X, const SparseLinearPackedParams& p, const char* op) {
@@ -216,17 +214,16 @@ at::Tensor qlinear_dynamic_impl(const at::Tensor& X, const Packed& packed, bool 
   return Y;
 }
 
-Packed qlinear_prepack(const at::Tensor& W, const std::optional<at::Tensor>& B,
-                       int64_t out_features_block_size, int64_t in_features_block_size) {
-  return SparseLinearPackedParams::prepack(W, B, out_features_block_size,
-                                           in_features_block_size);
+// The schemas name the block shape (rb, cb) as torch's sparse::qlinear_prepack
+// does: out_features_block_size, in_features_block_size.
+Packed qlinear_prepack(const at::Tensor& W, const std::optional<at::Tensor>& B, int64_t rb,
+                       int64_t cb) {
+  return SparseLinearPackedParams::prepack(W, B, rb, cb);
 }
 
 Packed qlinear_prepack_int8(const at::Tensor& W, const at::Tensor& W_scales,
-                            const std::optional<at::Tensor>& B, int64_t out_features_block_size,
-                            int64_t in_features_block_size) {
-  return SparseLinearPackedParams::prepack_int8(W, W_scales, B, out_features_block_size,
-                                                in_features_block_size);
+                            const std::optional<at::Tensor>& B, int64_t rb, int64_t cb) {
+  return SparseLinearPackedParams::prepack_int8(W, W_scales, B, rb, cb);
 }
 
 std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>> qlinear_unpack(
@@ -260,26 +257,6 @@ at::Tensor qlinear_dynamic(const at::Tensor& X, const Packed& p) {
 
 at::Tensor qlinear_relu_dynamic(const at::Tensor& X, const Packed& p) {
   return qlinear_dynamic_impl(X, p, true, "torch_sparse_backend::qlinear_relu_dynamic");
-}
-
-std::vector<std::string> cpu_feature_names() {
-  const CpuFeatures f = cpu_features();
-  std::vector<std::string> names;
-  if (f.avx2) names.emplace_back("avx2");
-  if (f.avx512bw) names.emplace_back("avx512bw");
-  if (f.avx512vnni) names.emplace_back("avx512vnni");
-  if (f.avx_vnni) names.emplace_back("avx_vnni");
-  if (f.neon) names.emplace_back("neon");
-  if (f.neon_dot) names.emplace_back("neon_dot");
-  return names;
-}
-
-std::vector<std::string> runnable_kernels() {
-  std::vector<std::string> v;
-  for (const auto& name : compiled_variants()) {
-    if (can_run(name, cpu_features())) v.push_back(name);
-  }
-  return v;
 }
 
 }  // namespace
@@ -347,7 +324,7 @@ TORCH_LIBRARY(torch_sparse_backend, m) {
   m.def(torch::schema(("_with_kernel(" + cls + " W_prepack, str kernel) -> " + cls).c_str()),
         [](const Packed& p, const std::string& kernel) { return p->with_variant(kernel); });
   m.def("_active_kernel() -> str", [] { return active_variant(); });
-  m.def("_runnable_kernels() -> str[]", runnable_kernels);
+  m.def("_runnable_kernels() -> str[]", runnable_variants);
   m.def("_compiled_kernels() -> str[]", [] { return compiled_variants(); });
   m.def("_cpu_features() -> str[]", cpu_feature_names);
   // False when this library was compiled without the threading runtime that

@@ -2,20 +2,15 @@
 #include "packed_params.h"
 
 #include <ATen/ATen.h>
-#include <ATen/cpu/Utils.h>
 #include <c10/util/Exception.h>
 
 #include <cfloat>
 #include <cmath>
-#include <cstdlib>
+
+#include "cpu.h"
 
 namespace tsb {
 namespace {
-
-bool capability(const std::unordered_map<std::string, c10::IValue>& caps, const char* key) {
-  auto it = caps.find(key);
-  return it != caps.end() && it->second.isBool() && it->second.toBool();
-}
 
 // Tensors that come from a caller or a file must hold their data in CPU memory.
 void check_dense_cpu(const at::Tensor& t, const std::string& what) {
@@ -35,28 +30,6 @@ std::vector<int32_t> int32_vector(const at::Tensor& t, const char* what) {
 }
 
 }  // namespace
-
-CpuFeatures cpu_features() {
-  static const CpuFeatures f = [] {
-    const auto caps = at::cpu::get_cpu_capabilities();
-    CpuFeatures r;
-    r.avx2 = capability(caps, "avx2") && capability(caps, "fma3");
-    r.avx512bw = capability(caps, "avx512_f") && capability(caps, "avx512_bw") &&
-                 capability(caps, "avx512_vl");
-    r.avx512vnni = r.avx512bw && capability(caps, "avx512_vnni");
-    r.avx_vnni = capability(caps, "avx_vnni");
-    r.neon = capability(caps, "neon");
-    r.neon_dot = r.neon && capability(caps, "dot");
-#if defined(__aarch64__)
-    // Advanced SIMD is part of AArch64, and the kernel's HWCAP bits are the final
-    // word on the dot-product extension when cpuinfo could not read the CPU.
-    r.neon = true;
-    r.neon_dot = r.neon_dot || detect_cpu_features().neon_dot;
-#endif
-    return r;
-  }();
-  return f;
-}
 
 std::shared_ptr<const SparseLinearPackedParams::StaticScales> SparseLinearPackedParams::static_scales(
     float xs, float ys, const char* op, double x_scale, double y_scale) const {
@@ -89,17 +62,6 @@ std::shared_ptr<const SparseLinearPackedParams::StaticScales> SparseLinearPacked
   std::shared_ptr<const StaticScales> result = std::move(s);
   std::atomic_store(&static_scales_, result);
   return result;
-}
-
-const std::string& active_variant() {
-  static const std::string v = [] {
-    const char* env = std::getenv("TORCH_SPARSE_BACKEND_KERNEL");
-    std::string error;
-    std::string s = select_variant(cpu_features(), env ? env : "", &error);
-    TORCH_CHECK_VALUE(error.empty(), "TORCH_SPARSE_BACKEND_KERNEL: ", error);
-    return s;
-  }();
-  return v;
 }
 
 SparseLinearPackedParams::SparseLinearPackedParams(BcsrMatrix weight, bool per_channel,
@@ -139,11 +101,7 @@ SparseLinearPackedParams::SparseLinearPackedParams(BcsrMatrix weight, bool per_c
       bias_[n] = p[n];
     }
   }
-  std::string error;
-  const std::string chosen =
-      variant.empty() ? active_variant() : select_variant(cpu_features(), variant, &error);
-  TORCH_CHECK_VALUE(error.empty(), error);
-  plan_ = make_plan(weight_, chosen);
+  plan_ = make_plan_for_cpu(weight_, variant);
 }
 
 c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::with_variant(
@@ -154,7 +112,7 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::with_vari
 
 c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack(
     const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-    int64_t out_features_block_size, int64_t in_features_block_size) {
+    int64_t rb, int64_t cb) {
   TORCH_CHECK_TYPE(weight.is_quantized() && weight.scalar_type() == at::kQInt8,
                    "qlinear_prepack: weight must be a quantized tensor of dtype torch.qint8, "
                    "got ",
@@ -167,8 +125,7 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack(
                     "qlinear_prepack: weight must be 2-D [out_features, in_features], got ",
                     weight.dim(), "-D");
   const int64_t N = weight.size(0), K = weight.size(1);
-  const std::string shape_err =
-      check_shape(N, K, out_features_block_size, in_features_block_size);
+  const std::string shape_err = check_shape(N, K, rb, cb);
   TORCH_CHECK_VALUE(shape_err.empty(), "qlinear_prepack: ", shape_err);
 
   const auto qs = weight.qscheme();
@@ -193,13 +150,12 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack(
     TORCH_CHECK_VALUE(false, "qlinear_prepack: unsupported weight qscheme ", c10::toString(qs),
                       "; expected per-tensor or per-channel (axis 0) affine");
   }
-  return from_int8(weight.int_repr(), per_channel, std::move(scales), bias,
-                   out_features_block_size, in_features_block_size);
+  return from_int8(weight.int_repr(), per_channel, std::move(scales), bias, rb, cb);
 }
 
 c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack_int8(
     const at::Tensor& weight, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
-    int64_t out_features_block_size, int64_t in_features_block_size) {
+    int64_t rb, int64_t cb) {
   const char* op = "qlinear_prepack_int8";
   TORCH_CHECK_TYPE(!weight.is_quantized() && weight.scalar_type() == at::kChar, op,
                    ": weight must be an int8 tensor, got ",
@@ -208,8 +164,7 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack_i
   TORCH_CHECK_VALUE(weight.device().is_cpu(), op, ": weight must be on the CPU");
   TORCH_CHECK_VALUE(weight.dim() == 2, op,
                     ": weight must be 2-D [out_features, in_features], got ", weight.dim(), "-D");
-  const std::string shape_err = check_shape(weight.size(0), weight.size(1),
-                                            out_features_block_size, in_features_block_size);
+  const std::string shape_err = check_shape(weight.size(0), weight.size(1), rb, cb);
   TORCH_CHECK_VALUE(shape_err.empty(), op, ": ", shape_err);
   TORCH_CHECK_TYPE(!scales.is_quantized() && (scales.scalar_type() == at::kDouble ||
                                               scales.scalar_type() == at::kFloat),
@@ -223,8 +178,7 @@ c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::prepack_i
   std::vector<double> sc(s.data_ptr<double>(), s.data_ptr<double>() + s.numel());
   const bool per_channel = scales.dim() == 1 && scales.numel() == N && N > 1;
   if (!per_channel) sc.resize(1);
-  return from_int8(weight, per_channel, std::move(sc), bias, out_features_block_size,
-                   in_features_block_size);
+  return from_int8(weight, per_channel, std::move(sc), bias, rb, cb);
 }
 
 c10::intrusive_ptr<SparseLinearPackedParams> SparseLinearPackedParams::from_int8(
@@ -301,14 +255,14 @@ SparseLinearPackedParams::unpack_int8() const {
 
 std::tuple<at::Tensor, std::optional<at::Tensor>, std::vector<int64_t>>
 SparseLinearPackedParams::unpack() const {
-  auto [w, scales, b, block] = unpack_int8();
+  auto [w, scales, b, block_shape] = unpack_int8();
   at::Tensor q;
   if (per_channel_) {
     q = at::_make_per_channel_quantized_tensor(w, scales, at::zeros({weight_.N}, at::kLong), 0);
   } else {
     q = at::_make_per_tensor_quantized_tensor(w, scales_[0], 0);
   }
-  return {q, b, block};
+  return {q, b, block_shape};
 }
 
 }  // namespace tsb

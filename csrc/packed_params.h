@@ -30,18 +30,19 @@ constexpr int64_t kSerializationVersion = 1;
 
 struct SparseLinearPackedParams : torch::CustomClassHolder {
   // Validates everything; throws c10::Error subclasses naming the problem.
-  // `variant` names the kernel variant to plan for ("" -> active_variant()).
+  // `variant` names the kernel variant to plan for ("" -> active_variant(),
+  // see cpu.h).
   SparseLinearPackedParams(BcsrMatrix weight, bool per_channel, std::vector<double> scales,
                            std::optional<at::Tensor> bias, const std::string& variant = "");
 
   static c10::intrusive_ptr<SparseLinearPackedParams> prepack(
       const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-      int64_t out_features_block_size, int64_t in_features_block_size);
+      int64_t rb, int64_t cb);
   // The same from a plain int8 weight and its scales (1 element: per tensor;
   // out_features elements: per output channel), with no quantized dtype.
   static c10::intrusive_ptr<SparseLinearPackedParams> prepack_int8(
       const at::Tensor& weight, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
-      int64_t out_features_block_size, int64_t in_features_block_size);
+      int64_t rb, int64_t cb);
   static c10::intrusive_ptr<SparseLinearPackedParams> from_state(SerializedState state);
 
   SerializedState state() const;
@@ -57,7 +58,6 @@ struct SparseLinearPackedParams : torch::CustomClassHolder {
   int64_t in_features() const { return weight_.K; }
   const BcsrMatrix& weight() const { return weight_; }
   const KernelPlan& plan() const { return *plan_; }
-  bool per_channel() const { return per_channel_; }
   // float(w_scale[n]), padded to the block grid with 1.
   const std::vector<float>& weight_scales() const { return w_scale_; }
   // bias[n] or 0, padded to the block grid with 0.
@@ -92,10 +92,5 @@ struct SparseLinearPackedParams : torch::CustomClassHolder {
   // The last StaticScales computed (std::atomic_load / std::atomic_store only).
   mutable std::shared_ptr<const StaticScales> static_scales_;
 };
-
-// The kernel variant new plans use: TORCH_SPARSE_BACKEND_KERNEL if set, else
-// the best one for this CPU (features from ATen's cpuinfo).
-const std::string& active_variant();
-CpuFeatures cpu_features();
 
 }  // namespace tsb

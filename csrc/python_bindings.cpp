@@ -1,11 +1,11 @@
 // Python entry points for the linear ops, without torch.ops' per-call overhead.
 //
-// Calling torch.ops.torch_sparse_backend.qlinear(x, packed, ...) spends 12-33
-// us (measured on three machines) in torch's Python op binding before the
-// dispatcher is reached: it
-// looks up __torch_function__ on every argument, including the packed-params
-// ScriptObject, whose attribute lookup raises and catches C++ exceptions, and
-// scans the arguments for fake script objects. The functions here take the
+// Calling torch.ops.torch_sparse_backend.qlinear(x, packed, ...) spends more
+// time in torch's Python op binding, before the dispatcher is reached, than a
+// small layer's whole product takes: the binding looks up __torch_function__
+// on every argument, including the packed-params ScriptObject, whose attribute
+// lookup raises and catches C++ exceptions, and scans the arguments for fake
+// script objects. The functions here take the
 // arguments torch.ops would receive in eager mode, convert them directly, and
 // call the same op through the c10 dispatcher (a cached typed handle), so every
 // registered kernel and dispatch key (autograd, Python modes, fake/meta
@@ -24,10 +24,9 @@
 // behaviour and messages.
 //
 // This is the only translation unit that includes torch's Python headers; the
-// kernel core stays free of torch headers. It includes only what it uses rather
-// than <torch/extension.h> (the whole C++ frontend): measured on 2 cores, that
-// compiles this file in 25 s of CPU instead of 40 s, and it is the slowest
-// file of the build either way.
+// kernel core stays free of torch headers. It includes only the headers it
+// uses, not <torch/extension.h> (the whole C++ frontend), because it is the
+// slowest file of the build to compile and every header adds to that.
 #include <pybind11/pybind11.h>
 
 #include <ATen/PythonTorchFunctionTLS.h>

@@ -175,8 +175,8 @@ def dense_int8_works(engine: str) -> bool:
     """Whether torch's dense ``quantized::linear_prepack``, ``linear`` and ``linear_dynamic`` run under ``engine``.
 
     Probed once per engine with a tiny layer in a child process (so that a crash
-    is an answer, not the end of the test run), the answer cached. Measured on
-    torch 2.13 aarch64: ``x86`` and ``fbgemm`` are listed in ``supported_engines``
+    is an answer, not the end of the test run), the answer cached. On torch 2.13
+    aarch64, ``x86`` and ``fbgemm`` are listed in ``supported_engines``
     (``x86`` the default) but their dense kernels are FBGEMM's, x86 only: prepack
     raises ``RuntimeError: unknown architecure``; under qemu ``-cpu max``,
     ``onednn``'s dense ``linear_dynamic`` dies of SIGILL.

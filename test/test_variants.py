@@ -28,6 +28,44 @@ def test_machine_runs_a_fast_kernel():
         assert OPS._active_kernel() == FAST[0]
 
 
+def _linux_cpu_flags():
+    """The flags (x86) or features (aarch64) line of /proc/cpuinfo, or None off Linux."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return None
+
+
+def test_cpu_features_agree_with_the_kernel():
+    # The features that select a variant, as Linux reports them for this CPU.
+    flags = _linux_cpu_flags()
+    if flags is None:
+        pytest.fail("/proc/cpuinfo has no flags line: add this platform's feature source to the test")
+    features = set(OPS._cpu_features())
+    machine = os.uname().machine
+    if machine in ("x86_64", "AMD64"):
+        expected = set()
+        if {"avx2", "fma"} <= flags:
+            expected.add("avx2")
+        if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+            expected.add("avx512bw")
+            if "avx512_vnni" in flags:
+                expected.add("avx512vnni")
+        # Older Linux kernels do not list avx_vnni: without the flag either answer is right.
+        if "avx_vnni" in flags or ("avx_vnni" in features and "avx2" in expected):
+            expected.add("avx_vnni")
+    elif machine in ("aarch64", "arm64"):
+        expected = {"neon"} | ({"neon_dot"} if "asimddp" in flags else set())
+    else:
+        expected = features
+    assert features == expected, f"_cpu_features() {sorted(features)}, /proc/cpuinfo {sorted(expected)}"
+
+
 def _inputs(g, m, k, extreme):
     if extreme:
         x_int = torch.full((m, k), 255, dtype=torch.uint8)

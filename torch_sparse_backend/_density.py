@@ -13,15 +13,15 @@ __all__ = ["DEFAULT_MAX_DENSITY", "SparsityDecision", "block_density", "decide"]
 
 logger = logging.getLogger("torch_sparse_backend")
 
-# Above this fraction of nonzero blocks the sparse kernels stop beating torch's
-# dense int8 kernels on the measured machines (scripts/bench.py: at 50% block
-# sparsity the speedup over dense int8 is about 1x at batch 128), so such
-# layers are converted to torch's dense quantized modules instead.
+# Above this fraction of nonzero blocks the sparse kernels are no faster than
+# torch's dense int8 kernels at large batches (scripts/bench.py compares them),
+# so such layers are converted to torch's dense quantized modules instead.
 DEFAULT_MAX_DENSITY = 0.5
 
 
 def block_density(weight: torch.Tensor, block_shape: tuple[int, int]) -> float:
-    """Fraction of the rb x cb blocks of ``weight`` (padded to whole blocks) with a nonzero."""
+    """Fraction of the blocks of ``weight`` (``block_shape`` = (rb, cb), the weight padded
+    to whole blocks) that hold a nonzero."""
     rb, cb = block_shape
     w = weight.detach()
     if w.is_quantized:
@@ -45,13 +45,13 @@ def decide(name: str, linear: torch.nn.Module, max_density: float = DEFAULT_MAX_
     """Whether ``linear`` (carrying sparse_params) should run on the sparse kernels."""
     if not 0.0 <= max_density <= 1.0:
         raise ValueError(f"max_density must be in [0, 1], got {max_density}")
-    block = block_shape_of(linear)
-    density = block_density(linear.weight, block)
+    block_shape = block_shape_of(linear)
+    density = block_density(linear.weight, block_shape)
     sparse = density <= max_density
     if not sparse:
         logger.info(
             "%s: %.1f%% of its %dx%d blocks are nonzero, above max_density=%.0f%%; "
             "converted to torch's dense quantized Linear, which is faster at this density",
-            name or type(linear).__name__, 100 * density, block[0], block[1], 100 * max_density,
+            name or type(linear).__name__, 100 * density, block_shape[0], block_shape[1], 100 * max_density,
         )
-    return SparsityDecision(name, block, density, sparse)
+    return SparsityDecision(name, block_shape, density, sparse)

@@ -20,6 +20,9 @@ _LIB = "torch_sparse_backend"
 
 @torch._library.register_fake_class(f"{_LIB}::SparseLinearPackedParams")
 class FakeSparseLinearPackedParams:
+    """The packed params as tracing sees them: sizes, block shape (rb, cb), number
+    of stored blocks, the name of the kernel variant and the packed weight's bytes."""
+
     def __init__(
         self,
         out_features: int,

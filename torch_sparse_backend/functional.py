@@ -7,11 +7,10 @@ order, the same result bits and the same errors::
     import torch_sparse_backend.functional as F
     y = F.qlinear(x_quint8, packed, y_scale, y_zero_point)   # == torch.ops.torch_sparse_backend.qlinear(...)
 
-Calling an op through ``torch.ops`` costs 12-33 us of Python overhead per call
-in torch 2.13: torch looks up ``__torch_function__`` on every argument, and on
-the packed-params ``ScriptObject`` that lookup raises and catches C++
-exceptions. That dominates small layers (a 64x64 layer at batch 1 runs in well
-under that). In eager mode these functions hand plain arguments (exactly
+Calling an op through ``torch.ops`` has a Python overhead per call that is
+larger than a small layer's whole product: torch looks up ``__torch_function__``
+on every argument, and on the packed-params ``ScriptObject`` that lookup raises
+and catches C++ exceptions. In eager mode these functions hand plain arguments (exactly
 ``torch.Tensor`` inputs, Python floats and ints, our packed params) to the
 extension's direct entry points, which call the same op through the c10
 dispatcher: autograd, dispatch modes and every registered kernel still apply.
@@ -21,6 +20,10 @@ Anything else goes through ``torch.ops`` unchanged: under ``torch.compile`` and
 active ``TorchFunctionMode``, for tensor subclasses, and for arguments of other
 types (for which the entry points raise :class:`UnsupportedArgumentError`).
 Scripted code calls ``torch.ops`` directly.
+
+The modules of :mod:`torch_sparse_backend.nn` run their ops through these
+functions, so this file is the one place that tells the eager, traced and
+scripted paths apart.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from torch.fx import GraphModule
 
 from . import nn as sparse_nn
 from ._density import DEFAULT_MAX_DENSITY, SparsityDecision, decide
+from .nn._base import float_linear
 
 __all__ = ["get_sparse_backend_config", "convert_fx"]
 
@@ -46,12 +47,6 @@ def get_sparse_backend_config() -> BackendConfig:
     return BackendConfig("torch_sparse_backend").set_backend_pattern_configs(
         get_native_backend_config().configs
     )
-
-
-def _float_linear(mod: torch.nn.Module) -> torch.nn.Module | None:
-    if isinstance(mod, nni.LinearReLU):
-        return mod[0]
-    return mod if type(mod) is torch.nn.Linear else None
 
 
 def convert_fx(
@@ -73,8 +68,11 @@ def convert_fx(
     """
     decisions: dict[str, SparsityDecision] = {}
     for name, mod in graph_module.named_modules():
-        linear = _float_linear(mod)
-        if linear is not None and hasattr(linear, "sparse_params"):
+        # The float modules that torch's lowering turns into a dense quantized linear.
+        if not (isinstance(mod, nni.LinearReLU) or type(mod) is torch.nn.Linear):
+            continue
+        linear = float_linear(mod)
+        if hasattr(linear, "sparse_params"):
             decisions[name] = decide(name, linear, max_density)
     quantized = _torch_convert_fx(
         graph_module,

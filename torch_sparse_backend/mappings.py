@@ -20,6 +20,7 @@ from torch.ao.quantization.quantization_mappings import (
 
 from . import nn as sparse_nn
 from ._density import DEFAULT_MAX_DENSITY, decide
+from .nn._base import float_linear
 
 __all__ = [
     "SparseOrDense",
@@ -38,7 +39,7 @@ class SparseOrDense:
         self.max_density = max_density
 
     def from_float(self, mod: torch.nn.Module, use_precomputed_fake_quant: bool = False):
-        linear = mod[0] if isinstance(mod, nni.LinearReLU) else mod
+        linear = float_linear(mod)
         use_sparse = hasattr(linear, "sparse_params") and decide("", linear, self.max_density).sparse
         target = self.sparse if use_sparse else self.dense
         return target.from_float(mod, use_precomputed_fake_quant=use_precomputed_fake_quant)

@@ -1,16 +1,11 @@
-// The one place that decides which kernel variant runs.
+// The table of kernel variants compiled into this build, and the choice of one
+// for a given set of CPU features. The features come from the caller: the op
+// layer detects them (csrc/cpu.cpp), the standalone tests and benchmarks have
+// their own detection or synthetic sets.
 #include <stdexcept>
 
 #include "kernel_registry.h"
 #include "sparse_core.h"
-
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
-#include <cpuid.h>
-#endif
-#if defined(__aarch64__) && defined(__linux__)
-#include <asm/hwcap.h>
-#include <sys/auxv.h>
-#endif
 
 namespace tsb {
 namespace {
@@ -49,27 +44,6 @@ const Variant* find(const std::string& name) {
 
 }  // namespace
 
-CpuFeatures detect_cpu_features() {
-  CpuFeatures f;
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
-  __builtin_cpu_init();
-  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  f.avx512bw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
-  f.avx512vnni = f.avx512bw && __builtin_cpu_supports("avx512vnni");
-  // AVX-VNNI: CPUID leaf 7, subleaf 1, EAX bit 4 (not every compiler's
-  // __builtin_cpu_supports knows it); the AVX state is enabled where AVX2 is.
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  f.avx_vnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
-#elif defined(__aarch64__)
-  f.neon = true;  // Advanced SIMD is mandatory on AArch64.
-#if defined(__linux__) && defined(HWCAP_ASIMDDP)
-  f.neon_dot = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
-#endif
-#endif
-  return f;
-}
-
 const std::vector<std::string>& compiled_variants() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> n;
@@ -91,11 +65,13 @@ std::string select_variant(const CpuFeatures& f, const std::string& forced,
     if (v == nullptr) {
       std::string known;
       for (const auto& n : compiled_variants()) known += (known.empty() ? "" : ", ") + n;
-      *error = "unknown kernel variant '" + forced + "' (this build has: " + known + ")";
+      if (error != nullptr) {
+        *error = "unknown kernel variant '" + forced + "' (this build has: " + known + ")";
+      }
       return "";
     }
     if (!v->runs_on(f)) {
-      *error = "kernel variant '" + forced + "' cannot run on this CPU";
+      if (error != nullptr) *error = "kernel variant '" + forced + "' cannot run on this CPU";
       return "";
     }
     return forced;

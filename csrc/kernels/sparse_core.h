@@ -145,7 +145,8 @@ class KernelPlan {
   }
 };
 
-// CPU features that select a kernel variant.
+// CPU features that select a kernel variant. The core does not detect them:
+// the op layer does (csrc/cpu.cpp) and passes them in.
 struct CpuFeatures {
   bool avx2 = false;
   bool avx512bw = false;
@@ -155,10 +156,6 @@ struct CpuFeatures {
   bool neon_dot = false;
 };
 
-// Features of the running CPU, detected without torch (the op layer prefers
-// ATen's detection and passes its result to select_variant).
-CpuFeatures detect_cpu_features();
-
 // Variants compiled into this build, best first, ending with "reference".
 const std::vector<std::string>& compiled_variants();
 
@@ -166,7 +163,8 @@ const std::vector<std::string>& compiled_variants();
 bool can_run(const std::string& variant, const CpuFeatures& f);
 
 // The best variant for `f`, or `forced` when it is not empty ("" -> best).
-// Returns "" with *error set when `forced` is unknown or cannot run here.
+// Returns "" and sets *error (when `error` is not null) when `forced` is
+// unknown or cannot run on a CPU with `f`.
 std::string select_variant(const CpuFeatures& f, const std::string& forced,
                            std::string* error);
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../../csrc/kernels/sparse_core.h"
+#include "host_cpu.h"
 
 namespace {
 
@@ -297,7 +298,7 @@ bool emulated(const std::string& variant) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const tsb::CpuFeatures f = tsb::detect_cpu_features();
+  const tsb::CpuFeatures f = tsb_test::host_cpu_features();
   std::vector<std::string> variants;
   std::string skipped;
   for (const auto& v : tsb::compiled_variants()) {

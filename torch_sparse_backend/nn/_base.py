@@ -5,11 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.ao.nn.intrinsic as nni
 from torch.ao.nn.quantized.modules.utils import _quantize_weight
 
-__all__ = ["SparseLinearBase", "block_shape_of", "quantize_float_weight", "quantize_weight_int8"]
+__all__ = [
+    "SparseLinearBase",
+    "block_shape_of",
+    "float_linear",
+    "quantize_float_weight",
+    "quantize_weight_int8",
+]
 
 _OPS = torch.ops.torch_sparse_backend
+
+
+def float_linear(mod: torch.nn.Module) -> torch.nn.Module:
+    """The linear layer of a float module that converts to a sparse Linear: the first
+    submodule of a fused ``LinearReLU``, else ``mod`` itself."""
+    return mod[0] if isinstance(mod, nni.LinearReLU) else mod
 
 
 def block_shape_of(mod: torch.nn.Module) -> tuple[int, int]:
@@ -94,7 +107,8 @@ class SparseLinearBase(torch.nn.Module):
         block_shape: tuple[int, int],
         int8_scales: torch.Tensor | None = None,
     ):
-        """A module holding ``weight`` (qint8, or int8 with ``int8_scales``) and ``bias``."""
+        """A module holding ``weight`` (qint8, or int8 with ``int8_scales``) and ``bias``,
+        in blocks of ``block_shape`` (rb, cb)."""
         rb, cb = block_shape
         module = cls(weight.size(1), weight.size(0), rb, cb, bias=False)
         bias = None if bias is None else bias.detach()
@@ -106,14 +120,14 @@ class SparseLinearBase(torch.nn.Module):
 
     @classmethod
     def _from_linear(cls, linear: torch.nn.Linear, sparse_block_shape, per_channel: bool):
-        block = sparse_block_shape if sparse_block_shape is not None else block_shape_of(linear)
+        block_shape = sparse_block_shape if sparse_block_shape is not None else block_shape_of(linear)
         w_int8, scales = quantize_weight_int8(linear.weight, per_channel)
-        return cls._with_weight(w_int8, linear.bias, block, scales)
+        return cls._with_weight(w_int8, linear.bias, block_shape, scales)
 
     @classmethod
     def _from_reference(cls, ref_qlinear: torch.nn.Module, sparse_block_shape):
-        block = sparse_block_shape if sparse_block_shape is not None else block_shape_of(ref_qlinear)
-        return cls._with_weight(ref_qlinear.get_quantized_weight(), ref_qlinear.bias, block)
+        block_shape = sparse_block_shape if sparse_block_shape is not None else block_shape_of(ref_qlinear)
+        return cls._with_weight(ref_qlinear.get_quantized_weight(), ref_qlinear.bias, block_shape)
 
     @classmethod
     def from_quantized(cls, dense: torch.nn.Module, sparse_block_shape: tuple[int, int]):
@@ -162,8 +176,8 @@ class SparseLinearBase(torch.nn.Module):
 
     @torch.jit.export
     def _weight_bias(self) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-        w, b, block = _OPS.qlinear_unpack(self._packed_params)
-        return w, b, block[0], block[1]
+        w, b, block_shape = _OPS.qlinear_unpack(self._packed_params)
+        return w, b, block_shape[0], block_shape[1]
 
     @torch.jit.export
     def weight(self) -> torch.Tensor:
@@ -220,16 +234,20 @@ class SparseLinearBase(torch.nn.Module):
         else:
             w = state_dict[prefix + "weight"]
             b = state_dict[prefix + "bias"]
-            block = state_dict[prefix + "sparse_block_shape"]
+            block_shape = state_dict[prefix + "sparse_block_shape"]
             if not (isinstance(w, torch.Tensor) and w.is_quantized and w.dim() == 2):
                 error_msgs.append(f"{prefix}weight: expected a 2-D quantized tensor")
             elif b is not None and not isinstance(b, torch.Tensor):
                 error_msgs.append(f"{prefix}bias: expected a tensor or None, got {type(b).__name__}")
-            elif not (isinstance(block, torch.Tensor) and block.numel() == 2 and not block.is_floating_point()):
+            elif not (
+                isinstance(block_shape, torch.Tensor)
+                and block_shape.numel() == 2
+                and not block_shape.is_floating_point()
+            ):
                 error_msgs.append(f"{prefix}sparse_block_shape: expected an integer tensor of 2 elements")
             else:
                 try:
-                    self.set_weight_bias(w, b, int(block[0]), int(block[1]))
+                    self.set_weight_bias(w, b, int(block_shape[0]), int(block_shape[1]))
                 except (RuntimeError, ValueError, TypeError) as e:
                     error_msgs.append(f"{prefix}: {e}")
         for k in keys:

@@ -6,20 +6,18 @@ import torch
 import torch.ao.nn.intrinsic as nni
 
 from .. import functional
-from ._base import SparseLinearBase, block_shape_of, quantize_float_weight
+from ._base import SparseLinearBase, block_shape_of, float_linear, quantize_float_weight
 
 __all__ = ["Linear", "LinearReLU"]
-
-_OPS = torch.ops.torch_sparse_backend
 
 
 class Linear(SparseLinearBase):
     r"""A block-sparse quantized linear layer with quantized input and output.
 
     Mirrors :class:`torch.ao.nn.sparse.quantized.Linear` and runs
-    ``torch.ops.torch_sparse_backend.qlinear`` on any quantized engine (in eager
-    mode through :func:`torch_sparse_backend.functional.qlinear`, which skips
-    torch.ops' per-call Python overhead).
+    ``torch.ops.torch_sparse_backend.qlinear`` on any quantized engine, through
+    :func:`torch_sparse_backend.functional.qlinear` (which skips torch.ops'
+    per-call Python overhead in eager mode).
 
     Attributes:
         scale, zero_point: quantization parameters of the output.
@@ -47,17 +45,13 @@ class Linear(SparseLinearBase):
         return f"{super().extra_repr()}, scale={self.scale}, zero_point={self.zero_point}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            return functional.qlinear(x, self._packed_params, self.scale, self.zero_point)
-        return _OPS.qlinear(x, self._packed_params, self.scale, self.zero_point)
+        return functional.qlinear(x, self._packed_params, self.scale, self.zero_point)
 
     @torch.jit.export
     def forward_uint8(self, x: torch.Tensor, x_scale: float, x_zero_point: int) -> torch.Tensor:
         """``forward`` on plain tensors: uint8 input with its qparams, uint8 output
         whose qparams are ``self.scale`` and ``self.zero_point``."""
-        if not torch.jit.is_scripting():
-            return functional.qlinear_uint8(x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point)
-        return _OPS.qlinear_uint8(x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point)
+        return functional.qlinear_uint8(x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point)
 
     def _set_output_qparams(self, scale, zero_point) -> "Linear":
         self.scale = float(scale)
@@ -90,7 +84,7 @@ class Linear(SparseLinearBase):
         The block shape comes from ``mod.sparse_params["sparse_block_shape"]``, as
         ``torch.ao.pruning`` leaves it; output qparams from the activation observer.
         """
-        linear = mod[0] if isinstance(mod, nni.LinearReLU) else mod
+        linear = float_linear(mod)
         if type(linear) is not torch.nn.Linear:
             raise TypeError(
                 f"{cls.__name__}.from_float expects torch.nn.Linear"
@@ -103,14 +97,14 @@ class Linear(SparseLinearBase):
                 f"{cls.__name__}.from_float: the float module has no activation observer; "
                 "run torch.ao.quantization.prepare and calibrate first"
             )
-        rb, cb = block_shape_of(linear)
+        block_shape = block_shape_of(linear)
         if use_precomputed_fake_quant and hasattr(linear, "weight_fake_quant"):
             weight_observer = linear.weight_fake_quant
         else:
             weight_observer = mod.qconfig.weight()
         qweight = quantize_float_weight(linear.weight, weight_observer)
         scale, zero_point = mod.activation_post_process.calculate_qparams()
-        return cls._with_weight(qweight, linear.bias, (rb, cb))._set_output_qparams(scale, zero_point)
+        return cls._with_weight(qweight, linear.bias, block_shape)._set_output_qparams(scale, zero_point)
 
     @classmethod
     def from_linear(
@@ -152,16 +146,10 @@ class LinearReLU(Linear):
         return "SparseQuantizedLinearReLU"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            return functional.qlinear_relu(x, self._packed_params, self.scale, self.zero_point)
-        return _OPS.qlinear_relu(x, self._packed_params, self.scale, self.zero_point)
+        return functional.qlinear_relu(x, self._packed_params, self.scale, self.zero_point)
 
     @torch.jit.export
     def forward_uint8(self, x: torch.Tensor, x_scale: float, x_zero_point: int) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            return functional.qlinear_relu_uint8(
-                x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point
-            )
-        return _OPS.qlinear_relu_uint8(
+        return functional.qlinear_relu_uint8(
             x, x_scale, x_zero_point, self._packed_params, self.scale, self.zero_point
         )

@@ -6,19 +6,17 @@ import torch
 import torch.ao.nn.intrinsic as nni
 
 from ... import functional
-from .._base import SparseLinearBase, block_shape_of, quantize_float_weight
+from .._base import SparseLinearBase, block_shape_of, float_linear, quantize_float_weight
 
 __all__ = ["Linear", "LinearReLU"]
-
-_OPS = torch.ops.torch_sparse_backend
 
 
 class Linear(SparseLinearBase):
     r"""A block-sparse dynamically quantized linear layer: float input and output.
 
     Mirrors :class:`torch.ao.nn.sparse.quantized.dynamic.Linear` and runs
-    ``torch.ops.torch_sparse_backend.qlinear_dynamic`` on any quantized engine (in
-    eager mode through :func:`torch_sparse_backend.functional.qlinear_dynamic`).
+    ``torch.ops.torch_sparse_backend.qlinear_dynamic`` on any quantized engine,
+    through :func:`torch_sparse_backend.functional.qlinear_dynamic`.
     The activation is quantized per call to full-range uint8.
     """
 
@@ -28,9 +26,7 @@ class Linear(SparseLinearBase):
         return "SparseQuantizedDynamicLinear"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            return functional.qlinear_dynamic(x, self._packed_params)
-        return _OPS.qlinear_dynamic(x, self._packed_params)
+        return functional.qlinear_dynamic(x, self._packed_params)
 
     @classmethod
     def from_float(cls, mod: torch.nn.Module, use_precomputed_fake_quant: bool = False):
@@ -39,13 +35,13 @@ class Linear(SparseLinearBase):
         The weight observer comes from ``mod.qconfig`` if it has one, else the
         default dynamic qconfig's.
         """
-        linear = mod[0] if isinstance(mod, nni.LinearReLU) else mod
+        linear = float_linear(mod)
         if type(linear) is not torch.nn.Linear:
             raise TypeError(
                 f"{cls.__name__}.from_float expects torch.nn.Linear"
                 f"{' or LinearReLU' if cls is LinearReLU else ''}, got {type(mod).__name__}"
             )
-        rb, cb = block_shape_of(linear)
+        block_shape = block_shape_of(linear)
         qconfig = getattr(mod, "qconfig", None)
         if qconfig is not None and qconfig.weight is not None:
             weight_observer = qconfig.weight()
@@ -53,7 +49,7 @@ class Linear(SparseLinearBase):
             from torch.ao.quantization.qconfig import default_dynamic_qconfig
 
             weight_observer = default_dynamic_qconfig.weight()
-        return cls._with_weight(quantize_float_weight(linear.weight, weight_observer), linear.bias, (rb, cb))
+        return cls._with_weight(quantize_float_weight(linear.weight, weight_observer), linear.bias, block_shape)
 
     @classmethod
     def from_linear(
@@ -86,6 +82,4 @@ class LinearReLU(Linear):
         return "SparseQuantizedDynamicLinearReLU"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            return functional.qlinear_relu_dynamic(x, self._packed_params)
-        return _OPS.qlinear_relu_dynamic(x, self._packed_params)
+        return functional.qlinear_relu_dynamic(x, self._packed_params)

@@ -1,0 +1,119 @@
+// CPU features, the kernel variant override and the plans of this CPU (see cpu.h).
+#include "cpu.h"
+
+#include <ATen/cpu/Utils.h>
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <unordered_map>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
+namespace tsb {
+namespace {
+
+// The features as the CPU reports them, without ATen: CPUID on x86-64 (through
+// the compiler's CPU model, which also checks that the OS enabled the AVX and
+// AVX-512 register state), HWCAP on aarch64 Linux. Features it cannot tell
+// stay false.
+CpuFeatures features_from_cpu() {
+  CpuFeatures f;
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+  __builtin_cpu_init();
+  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  f.avx512bw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+  f.avx512vnni = f.avx512bw && __builtin_cpu_supports("avx512vnni");
+  // AVX-VNNI is CPUID leaf 7, subleaf 1, EAX bit 4 (not every compiler's
+  // __builtin_cpu_supports knows it); the OS enables its state with AVX2's.
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  f.avx_vnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+#elif defined(__aarch64__)
+  f.neon = true;  // Advanced SIMD is part of AArch64.
+#if defined(__linux__) && defined(HWCAP_ASIMDDP)
+  f.neon_dot = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#endif
+#endif
+  return f;
+}
+
+CpuFeatures detect() {
+  const std::unordered_map<std::string, c10::IValue> caps = at::cpu::get_cpu_capabilities();
+  // ATen's answer for `key`, or `fallback` when its map has no bool under `key`.
+  auto aten = [&caps](const char* key, bool fallback) {
+    const auto it = caps.find(key);
+    return it != caps.end() && it->second.isBool() ? it->second.toBool() : fallback;
+  };
+  const CpuFeatures own = features_from_cpu();
+  CpuFeatures f;
+  f.avx2 = aten("avx2", own.avx2) && aten("fma3", own.avx2);
+  f.avx512bw = aten("avx512_f", own.avx512bw) && aten("avx512_bw", own.avx512bw) &&
+               aten("avx512_vl", own.avx512bw);
+  f.avx512vnni = f.avx512bw && aten("avx512_vnni", own.avx512vnni);
+  f.avx_vnni = aten("avx_vnni", own.avx_vnni);
+  f.neon = aten("neon", own.neon);
+  f.neon_dot = f.neon && aten("dot", own.neon_dot);
+#if defined(__aarch64__)
+  // Advanced SIMD is part of AArch64, and HWCAP has the final word on the
+  // dot-product extension where cpuinfo could not read the CPU's ID registers.
+  f.neon = true;
+  f.neon_dot = f.neon_dot || own.neon_dot;
+#endif
+  return f;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+std::vector<std::string> cpu_feature_names() {
+  const CpuFeatures& f = cpu_features();
+  std::vector<std::string> names;
+  if (f.avx2) names.emplace_back("avx2");
+  if (f.avx512bw) names.emplace_back("avx512bw");
+  if (f.avx512vnni) names.emplace_back("avx512vnni");
+  if (f.avx_vnni) names.emplace_back("avx_vnni");
+  if (f.neon) names.emplace_back("neon");
+  if (f.neon_dot) names.emplace_back("neon_dot");
+  return names;
+}
+
+std::vector<std::string> runnable_variants() {
+  std::vector<std::string> names;
+  for (const auto& name : compiled_variants()) {
+    if (can_run(name, cpu_features())) names.push_back(name);
+  }
+  return names;
+}
+
+const std::string& active_variant() {
+  // Read once: every plan of the process uses the same variant. A bad value
+  // throws here, and again on the next call.
+  static const std::string variant = [] {
+    const char* env = std::getenv("TORCH_SPARSE_BACKEND_KERNEL");
+    std::string error;
+    std::string chosen = select_variant(cpu_features(), env ? env : "", &error);
+    TORCH_CHECK_VALUE(error.empty(), "TORCH_SPARSE_BACKEND_KERNEL: ", error);
+    return chosen;
+  }();
+  return variant;
+}
+
+std::unique_ptr<KernelPlan> make_plan_for_cpu(const BcsrMatrix& m, const std::string& variant) {
+  if (variant.empty()) return make_plan(m, active_variant());
+  std::string error;
+  const std::string chosen = select_variant(cpu_features(), variant, &error);
+  TORCH_CHECK_VALUE(error.empty(), error);
+  return make_plan(m, chosen);
+}
+
+}  // namespace tsb
