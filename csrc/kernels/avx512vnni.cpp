@@ -65,6 +65,9 @@ namespace {
 // last step of the last row (see quads_gemv and quads_batch).
 constexpr size_t kIndexPad = 8;
 
+// Batches with fewer rows run through the quad slots, in groups of 8, 4, 2, 1.
+constexpr int64_t kSlotsMaxRows = 16;
+
 // One activation vector of the quads batch buffer.
 struct alignas(64) Vec64 {
   uint8_t b[64];
@@ -245,6 +248,9 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     if (column_quads_) {
       cq_ = ColumnQuads(m, tiles_, /*no_min_weight=*/false);
     } else {
+      s_ = QuadSlots(m);
+      // The slot epilogues read the row sums of whole 16-channel tiles.
+      row_sum_.resize(std::max<size_t>(row_sum_.size(), static_cast<size_t>(s_.tiles * QuadSlots::kSlots)), 0);
       q_ = QuadRows(m, tiles_);
       // Index padding read by the last GEMV step (with zero weights).
       q_.quad_idx.resize(q_.quad_idx.size() + kIndexPad, 0);
@@ -253,9 +259,11 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   }
 
   const char* name() const override { return "avx512vnni"; }
-  int64_t num_tiles() const override { return tiles_; }
+  // Column quads split work into tiles of 8 channels, quad slots into tiles
+  // of 16 (the QuadRows batch kernels run tile t's two halves).
+  int64_t num_tiles() const override { return column_quads_ ? tiles_ : s_.tiles; }
   size_t packed_bytes() const override {
-    return q_.bytes() + cq_.bytes() + row_sum_.size() * sizeof(int32_t);
+    return q_.bytes() + s_.bytes() + cq_.bytes() + row_sum_.size() * sizeof(int32_t);
   }
 
   void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
@@ -317,12 +325,20 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     if (m_begin >= m_end || t_begin >= t_end) return;
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
-      if (left <= 2) {  // one or two rows: a GEMV per row
-        if (column_quads_) {
-          column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
-        } else {
-          quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
+      if (!column_quads_ && left < kSlotsMaxRows) {
+        // Up to 8 rows at a time through the quad slots.
+        const int rows = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        switch (rows) {
+          case 8: slots_gemv<8>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
+          case 4: slots_gemv<4>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
+          case 2: slots_gemv<2>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
+          default: slots_gemv<1>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
         }
+        m += rows;
+        continue;
+      }
+      if (left <= 2) {  // one or two rows: a GEMV per row
+        column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
         ++m;
         continue;
       }
@@ -343,10 +359,12 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       const int rows = static_cast<int>(std::min<int64_t>(left, 16 * groups));
       Vec64* buf = thread_scratch<Vec64>(static_cast<size_t>(quads_ * groups));
       pack_quads(x + m * ldx, ldx, rows, groups, buf);
+      // Slot tile t is QuadRows tiles 2t and 2t + 1.
+      const int64_t q_begin = 2 * t_begin, q_end = std::min(2 * t_end, tiles_);
       if (groups == 2) {
-        quads_batch<2, 2>(epi, buf, m, rows, x_zp, t_begin, t_end);
+        quads_batch<2, 2>(epi, buf, m, rows, x_zp, q_begin, q_end);
       } else {
-        quads_batch<1, 4>(epi, buf, m, rows, x_zp, t_begin, t_end);
+        quads_batch<1, 4>(epi, buf, m, rows, x_zp, q_begin, q_end);
       }
       m += rows;
     }
@@ -366,6 +384,68 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       __m512i a[8];
       for (int r = 0; r < 8; ++r) a[r] = _mm512_sub_epi32(_mm512_load_si512(part[g][r]), zp_term[r]);
       epi.store16(m0 + 16 * g, std::min(16, rows - 16 * g), t * kTileRows, valid_rows(t), a);
+    }
+  }
+
+  // ---- Quad slots layout ----
+
+  // Sums of activation rows m0 .. m0 + R - 1 for the 16 channels of each
+  // slot tile in [t_begin, t_end). Each step multiplies its 16 weight words
+  // with the activation words of its 16 quads, which one two-table permute
+  // picks from the step's 128-column panel of a row. U sets of accumulators
+  // keep 4 or more vpdpbusd chains in flight.
+  template <int R, class Epilogue>
+  TSB_KERNEL_NOINLINE void slots_gemv(const Epilogue& epi, const uint8_t* x, int64_t ldx, int64_t m0,
+                                      int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    constexpr int64_t kPanelBytes = QuadSlots::kPanelQuads * 4;
+    constexpr int U = R >= 4 ? 1 : 4 / R;
+    // The R rows, each zero-padded to whole panels.
+    const int64_t row_bytes = s_.panels * kPanelBytes;
+    uint8_t* xs = thread_scratch<Vec64>(static_cast<size_t>(R * row_bytes / 64))->b;
+    for (int i = 0; i < R; ++i) {
+      std::memcpy(xs + i * row_bytes, x + (m0 + i) * ldx, static_cast<size_t>(kp_));
+      std::memset(xs + i * row_bytes + kp_, 0, static_cast<size_t>(row_bytes - kp_));
+    }
+    const uint8_t* steps = s_.steps.data();
+    const uint16_t* panel = s_.step_panel.data();
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      __m512i acc[U][R];
+      for (int u = 0; u < U; ++u) {
+        for (int i = 0; i < R; ++i) acc[u][i] = _mm512_setzero_si512();
+      }
+      auto step = [&](__m512i (&a)[R], int64_t s) {
+        const uint8_t* d = steps + s * QuadSlots::kStepBytes;
+        const __m512i w = _mm512_loadu_si512(d);
+        const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + 64)));
+        const uint8_t* table = xs + int64_t{panel[s]} * kPanelBytes;
+        for (int i = 0; i < R; ++i) {
+          const uint8_t* ti = table + i * row_bytes;
+          const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(ti), idx, _mm512_load_si512(ti + 64));
+          a[i] = dpbusd(a[i], xw, w);
+        }
+      };
+      int64_t s = s_.tile_start[t];
+      const int64_t end = s_.tile_start[t + 1];
+      for (; s + U <= end; s += U) {
+        for (int u = 0; u < U; ++u) step(acc[u], s + u);
+      }
+      for (; s < end; ++s) step(acc[0], s);
+      for (int i = 0; i < R; ++i) {
+        __m512i sum = acc[0][i];
+        for (int u = 1; u < U; ++u) sum = _mm512_add_epi32(sum, acc[u][i]);
+        store_slot_tile(epi, m0 + i, t, sum, x_zp);
+      }
+    }
+  }
+
+  // Epilogue of slot tile t for activation row m: lane j of sum is channel 16t + j.
+  template <class Epilogue>
+  void store_slot_tile(const Epilogue& epi, int64_t m, int64_t t, __m512i sum, int32_t x_zp) const {
+    epi.store(m, 16 * t, valid_rows(2 * t),
+              _mm256_sub_epi32(_mm512_castsi512_si256(sum), zero_point_term(2 * t, x_zp)));
+    if (2 * t + 1 < tiles_) {
+      epi.store(m, 16 * t + 8, valid_rows(2 * t + 1),
+                _mm256_sub_epi32(_mm512_extracti64x4_epi64(sum, 1), zero_point_term(2 * t + 1, x_zp)));
     }
   }
 
@@ -584,7 +664,8 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
-  QuadRows q_;      // quads layout
+  QuadSlots s_;     // quads layout, up to kSlotsMaxRows - 1 rows
+  QuadRows q_;      // quads layout, batches
   ColumnQuads cq_;  // column quads layout
 };
 

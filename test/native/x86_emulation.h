@@ -58,6 +58,26 @@ inline __m512i load_si512(const void* p) {
   std::memcpy(&r, p, sizeof(r));
   return r;
 }
+inline __m512i loadu_si512(const void* p) {
+  __m512i r;
+  std::memcpy(&r, p, sizeof(r));
+  return r;
+}
+// vpmovzxbd: the 16 bytes of a, zero-extended to 32-bit lanes.
+inline __m512i cvtepu8_epi32(__m128i a) {
+  const v16qu b = (v16qu)a;
+  v16si r;
+  for (int i = 0; i < 16; ++i) r[i] = b[i];
+  return reinterpret_cast<__m512i&>(r);
+}
+// vpermt2d: lane i is lane idx[i] & 15 of a when bit 4 of idx[i] is clear,
+// of b when it is set; the higher bits of idx are ignored.
+inline __m512i permutex2var_epi32(__m512i a, __m512i idx, __m512i b) {
+  const v16su ta = (v16su)a, tb = (v16su)b, ti = (v16su)idx;
+  v16su r;
+  for (int i = 0; i < 16; ++i) r[i] = (ti[i] & 16u) ? tb[ti[i] & 15u] : ta[ti[i] & 15u];
+  return (__m512i)r;
+}
 inline void store_si512(void* p, __m512i a) {
   if (reinterpret_cast<uintptr_t>(p) % 64 != 0) std::abort();
   std::memcpy(p, &a, sizeof(a));
@@ -217,6 +237,9 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #undef _mm512_add_epi32
 #undef _mm512_sub_epi32
 #undef _mm512_load_si512
+#undef _mm512_loadu_si512
+#undef _mm512_cvtepu8_epi32
+#undef _mm512_permutex2var_epi32
 #undef _mm512_store_si512
 #undef _mm512_castsi512_si256
 #undef _mm512_castsi256_si512
@@ -252,6 +275,9 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #define _mm512_add_epi32 tsb_x86_emulation::add_epi32
 #define _mm512_sub_epi32 tsb_x86_emulation::sub_epi32
 #define _mm512_load_si512 tsb_x86_emulation::load_si512
+#define _mm512_loadu_si512 tsb_x86_emulation::loadu_si512
+#define _mm512_cvtepu8_epi32 tsb_x86_emulation::cvtepu8_epi32
+#define _mm512_permutex2var_epi32 tsb_x86_emulation::permutex2var_epi32
 #define _mm512_store_si512 tsb_x86_emulation::store_si512
 #define _mm512_castsi512_si256 tsb_x86_emulation::castsi512_si256
 #define _mm512_castsi256_si512 tsb_x86_emulation::castsi256_si512
