@@ -327,10 +327,14 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       const int64_t left = m_end - m;
       if (!column_quads_ && left < kSlotsMaxRows) {
         // Up to 8 rows at a time through the quad slots.
-        const int rows = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        const int rows = static_cast<int>(std::min<int64_t>(left, 8));
         switch (rows) {
           case 8: slots_gemv<8>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
+          case 7: slots_gemv<7>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
+          case 6: slots_gemv<6>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
+          case 5: slots_gemv<5>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
           case 4: slots_gemv<4>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
+          case 3: slots_gemv<3>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
           case 2: slots_gemv<2>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
           default: slots_gemv<1>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
         }
@@ -392,13 +396,17 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   // Sums of activation rows m0 .. m0 + R - 1 for the 16 channels of each
   // slot tile in [t_begin, t_end). Each step multiplies its 16 weight words
   // with the activation words of its 16 quads, which one two-table permute
-  // picks from the step's 128-column panel of a row. U sets of accumulators
-  // keep 4 or more vpdpbusd chains in flight.
+  // picks from the step's 128-column panel of a row.
+  //
+  // One row streams the steps and loads each step's table, 128 bytes of the
+  // row; with more rows the tables of a panel stay in registers while its
+  // steps run. Enough accumulator sets keep 4 or more vpdpbusd chains in
+  // flight.
   template <int R, class Epilogue>
   TSB_KERNEL_NOINLINE void slots_gemv(const Epilogue& epi, const uint8_t* x, int64_t ldx, int64_t m0,
                                       int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     constexpr int64_t kPanelBytes = QuadSlots::kPanelQuads * 4;
-    constexpr int U = R >= 4 ? 1 : 4 / R;
+    constexpr int U = R == 1 ? 4 : R < 4 ? 2 : 1;
     // The R rows, each zero-padded to whole panels.
     const int64_t row_bytes = s_.panels * kPanelBytes;
     uint8_t* xs = thread_scratch<Vec64>(static_cast<size_t>(R * row_bytes / 64))->b;
@@ -406,30 +414,53 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       std::memcpy(xs + i * row_bytes, x + (m0 + i) * ldx, static_cast<size_t>(kp_));
       std::memset(xs + i * row_bytes + kp_, 0, static_cast<size_t>(row_bytes - kp_));
     }
-    const uint8_t* steps = s_.steps.data();
+    const QuadSlots::Weights* weights = s_.weights.data();
+    const QuadSlots::Indices* indices = s_.indices.data();
     const uint16_t* panel = s_.step_panel.data();
+    auto load_indices = [&](int64_t s) {
+      return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + s)));
+    };
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m512i acc[U][R];
       for (int u = 0; u < U; ++u) {
         for (int i = 0; i < R; ++i) acc[u][i] = _mm512_setzero_si512();
       }
-      auto step = [&](__m512i (&a)[R], int64_t s) {
-        const uint8_t* d = steps + s * QuadSlots::kStepBytes;
-        const __m512i w = _mm512_loadu_si512(d);
-        const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d + 64)));
-        const uint8_t* table = xs + int64_t{panel[s]} * kPanelBytes;
-        for (int i = 0; i < R; ++i) {
-          const uint8_t* ti = table + i * row_bytes;
-          const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(ti), idx, _mm512_load_si512(ti + 64));
-          a[i] = dpbusd(a[i], xw, w);
+      if constexpr (R == 1) {
+        auto step = [&](__m512i& a, int64_t s) {
+          const uint8_t* table = xs + int64_t{panel[s]} * kPanelBytes;
+          const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(table), load_indices(s),
+                                                       _mm512_load_si512(table + 64));
+          a = dpbusd(a, xw, _mm512_load_si512(weights + s));
+        };
+        int64_t s = s_.tile_start(t);
+        const int64_t end = s_.tile_start(t + 1);
+        for (; s + U <= end; s += U) {
+          for (int u = 0; u < U; ++u) step(acc[u][0], s + u);
         }
-      };
-      int64_t s = s_.tile_start[t];
-      const int64_t end = s_.tile_start[t + 1];
-      for (; s + U <= end; s += U) {
-        for (int u = 0; u < U; ++u) step(acc[u], s + u);
+        for (; s < end; ++s) step(acc[0][0], s);
+      } else {
+        const int64_t* bounds = s_.panel_start.data() + t * s_.panels;
+        for (int64_t p = 0; p < s_.panels; ++p) {
+          const int64_t s0 = bounds[p], s1 = bounds[p + 1];
+          if (s0 == s1) continue;
+          __m512i lo[R], hi[R];
+          for (int i = 0; i < R; ++i) {
+            lo[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes);
+            hi[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes + 64);
+          }
+          auto step = [&](__m512i (&a)[R], int64_t s, __mmask16 keep) {
+            const __m512i idx = load_indices(s);
+            const __m512i w = _mm512_maskz_mov_epi32(keep, _mm512_load_si512(weights + s));
+            for (int i = 0; i < R; ++i) a[i] = dpbusd(a[i], _mm512_permutex2var_epi32(lo[i], idx, hi[i]), w);
+          };
+          // U steps at a time; a step past the panel's last (the next
+          // panel's, or the arrays' padding) contributes zero weights.
+          for (int64_t s = s0; s < s1; s += U) {
+            step(acc[0], s, 0xffff);
+            for (int u = 1; u < U; ++u) step(acc[u], s + u, s + u < s1 ? 0xffff : 0);
+          }
+        }
       }
-      for (; s < end; ++s) step(acc[0], s);
       for (int i = 0; i < R; ++i) {
         __m512i sum = acc[0][i];
         for (int u = 1; u < U; ++u) sum = _mm512_add_epi32(sum, acc[u][i]);

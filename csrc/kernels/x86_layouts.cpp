@@ -114,7 +114,7 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
   const int64_t quads = (m.padded_k() + 3) / 4;
   tiles = (m.N + kSlots - 1) / kSlots;
   panels = (quads + kPanelQuads - 1) / kPanelQuads;
-  tile_start.assign(tiles + 1, 0);
+  panel_start.reserve(tiles * panels + 1);
   std::vector<Piece> pieces;
   // by_panel[j][p]: channel j's pieces in panel p, in quad order.
   std::vector<std::vector<std::vector<Piece>>> by_panel(kSlots, std::vector<std::vector<Piece>>(panels));
@@ -127,28 +127,33 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
       for (const Piece& p : pieces) by_panel[j][p.first / kPanelQuads].push_back(p);
     }
     for (int64_t p = 0; p < panels; ++p) {
+      panel_start.push_back(static_cast<int64_t>(step_panel.size()));
       size_t depth = 0;
       for (int64_t j = 0; j < kSlots; ++j) depth = std::max(depth, by_panel[j][p].size());
       for (size_t s = 0; s < depth; ++s) {
-        uint8_t step[kStepBytes] = {};
+        Weights w{};
+        Indices q{};
         for (int64_t j = 0; j < kSlots; ++j) {
           if (s >= by_panel[j][p].size()) continue;  // padding: index 0, weight 0
           const Piece& piece = by_panel[j][p][s];
-          for (int b = 0; b < 4; ++b) step[4 * j + b] = static_cast<uint8_t>(piece.second[b]);
-          step[4 * kSlots + j] = static_cast<uint8_t>(piece.first % kPanelQuads);
+          for (int b = 0; b < 4; ++b) w.w[4 * j + b] = piece.second[b];
+          q.q[j] = static_cast<uint8_t>(piece.first % kPanelQuads);
         }
-        steps.insert(steps.end(), step, step + kStepBytes);
+        weights.push_back(w);
+        indices.push_back(q);
         step_panel.push_back(static_cast<uint16_t>(p));
       }
     }
-    tile_start[t + 1] = num_steps();
   }
-  steps.resize(steps.size() + kPadSteps * kStepBytes, 0);
+  panel_start.push_back(static_cast<int64_t>(step_panel.size()));
+  weights.resize(weights.size() + kPadSteps, Weights{});
+  indices.resize(indices.size() + kPadSteps, Indices{});
   step_panel.resize(step_panel.size() + kPadSteps, 0);
 }
 
 size_t QuadSlots::bytes() const {
-  return tile_start.size() * sizeof(int64_t) + step_panel.size() * sizeof(uint16_t) + steps.size();
+  return panel_start.size() * sizeof(int64_t) +
+         step_panel.size() * (sizeof(Weights) + sizeof(Indices) + sizeof(uint16_t));
 }
 
 }  // namespace tsb

@@ -61,25 +61,34 @@ struct ColumnQuads {
 // the panel's 128 bytes of a row, two vector registers, through one two-table
 // permute. A tile's steps are in panel order; in panel p, step s holds each
 // channel's s-th piece there, or a padding piece (index 0, weight 0) in the
-// slots of channels that have fewer. A step is kStepBytes bytes: the 16
-// weight words, then the 16 quad indices within the panel (0..31).
+// slots of channels that have fewer. Per step: 16 weight words (64 bytes,
+// 64-byte aligned), 16 quad indices within the panel (0..31), and the panel.
 struct QuadSlots {
   static constexpr int64_t kSlots = 16;
   static constexpr int64_t kPanelQuads = 32;
-  static constexpr int64_t kStepBytes = 80;
   // Steps of padding after the last one (zero weights), so that loops that
-  // run ahead by a few steps stay inside the buffer.
+  // run ahead by a few steps stay inside the arrays.
   static constexpr int64_t kPadSteps = 4;
+
+  struct alignas(64) Weights {
+    int8_t w[4 * kSlots];
+  };
+  struct Indices {
+    uint8_t q[kSlots];
+  };
 
   int64_t tiles = 0;
   int64_t panels = 0;                // ceil(quads / kPanelQuads)
-  std::vector<int64_t> tile_start;   // first step of tile t; tiles + 1 entries
-  std::vector<uint16_t> step_panel;  // the panel of each step
-  std::vector<uint8_t> steps;        // kStepBytes per step
+  // First step of panel p of tile t at [t * panels + p]; tiles * panels + 1
+  // entries, so that entry i + 1 ends the steps that entry i starts.
+  std::vector<int64_t> panel_start;
+  std::vector<Weights> weights;      // per step
+  std::vector<Indices> indices;      // per step
+  std::vector<uint16_t> step_panel;  // per step
 
   QuadSlots() = default;
   explicit QuadSlots(const BcsrMatrix& m);
-  int64_t num_steps() const { return static_cast<int64_t>(step_panel.size()); }
+  int64_t tile_start(int64_t t) const { return panel_start[t * panels]; }
   size_t bytes() const;
 };
 
