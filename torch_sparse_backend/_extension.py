@@ -289,9 +289,11 @@ def _build(root: Path, build: Path, verbose: bool):
     sources = _sources(root)
     low, high = build_estimate(len(sources))
     jobs = build_jobs(len(sources))
+    wrapper = next((w for w in ("ccache", "sccache") if shutil.which(w)), None)  # torch.utils.cpp_extension uses it
+    cached = f"; less where {wrapper} holds the objects" if wrapper else ""
     _say(
         f"building the C++ kernels, once per source change: {len(sources)} units on {jobs} "
-        f"core{'s' if jobs > 1 else ''}, expect {low}-{high} s; into {build}"
+        f"core{'s' if jobs > 1 else ''}, expect {low}-{high} s{cached}; into {build}"
     )
     start = time.monotonic()
     build.mkdir(parents=True, exist_ok=True)

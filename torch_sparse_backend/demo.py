@@ -409,7 +409,8 @@ def _time_all(model, fp32_ts, pairs, torch_sparse, x, rounds, engine) -> dict[st
 def _report(result: dict[str, object], out: Callable[[str], None]) -> None:
     engine = result["engine"]
     out("")
-    out("Per layer, eager modules, on the input the layer sees in the model; speedup = dense int8 / ours:")
+    out("Per layer (out x in), eager modules, on the input the layer sees in the model; "
+        "speedup = dense int8 / ours:")
     for r in result["layers"]:
         head = (f"  {r['mode']:7} {r['name']} {r['out_features']}x{r['in_features']} "
                 f"block {r['block'][0]}x{r['block'][1]} density {r['density']:.3f}: ")
