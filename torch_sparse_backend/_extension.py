@@ -24,20 +24,30 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["ExtensionBuildError", "cache_dir", "library_path", "load", "module", "source_dir"]
+__all__ = [
+    "ExtensionBuildError", "build_estimate", "build_jobs", "cache_dir", "compiler_version", "is_built", "is_loaded",
+    "library_path", "load", "module", "source_dir", "units",
+]
 
 _NAME = "torch_sparse_backend_C"
 # Part of the fingerprint: a library built as a plain shared object (no Python
 # module init) must never be picked up as the Python module, and vice versa.
 _BUILD_KIND = "python-module"
-# Compiled first: with torch's Python headers it is the slowest translation unit
-# (25 s of CPU), so ninja should start it before the others.
+# Compiled first: with torch's Python headers it is the slowest translation unit,
+# so ninja should start it before the others.
 _FIRST_SOURCE = "python_bindings.cpp"
+# Seconds of CPU one translation unit takes to compile, a wide range (the units
+# differ, and so do machines and their load); the build's estimate is this times
+# the unit count, spread over ninja's parallel jobs.
+_UNIT_CPU_SECONDS = (4.0, 16.0)
+# The build reports progress at least this often (seconds).
+_PROGRESS_INTERVAL = 5.0
 # -fopenmp: at::parallel_for is inline and runs serially unless the caller is
 # compiled with OpenMP; the runtime it links is the libgomp torch already loaded.
 _CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
@@ -75,6 +85,11 @@ def _compiler_identity() -> str:
         return f"{cxx}: {out.stdout.strip()}"
     except (OSError, subprocess.SubprocessError) as e:
         return f"{cxx}: unavailable ({e})"
+
+
+def compiler_version() -> str:
+    """The compiler a build runs (``CXX``, default ``c++``) and the first line of its ``--version``."""
+    return _compiler_identity().splitlines()[0]
 
 
 def sanitize() -> bool:
@@ -150,6 +165,86 @@ def _import(lib: Path):
     return mod
 
 
+def is_loaded() -> bool:
+    """True once this process has loaded the extension (and so registered the ops)."""
+    return _loaded_path is not None
+
+
+def is_built() -> bool:
+    """True when the cache holds a build of the current sources (loading it compiles nothing)."""
+    return library_path().is_file()
+
+
+def units() -> int:
+    """Number of C++ translation units a build compiles (one object file each)."""
+    return len(_sources(source_dir()))
+
+
+def build_jobs(n_units: int) -> int:
+    """Compile jobs ninja runs at once: ``MAX_JOBS`` if set, else one per usable core."""
+    max_jobs = os.environ.get("MAX_JOBS", "")
+    if max_jobs.isdigit() and int(max_jobs) > 0:
+        jobs = int(max_jobs)
+    else:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(jobs, n_units))
+
+
+def build_estimate(n_units: int) -> tuple[int, int]:
+    """Range of wall-clock seconds a build of ``n_units`` units is expected to take."""
+    jobs = build_jobs(n_units)
+    low, high = (n_units * s / jobs for s in _UNIT_CPU_SECONDS)
+    return int(low // 5 * 5) or 5, int(-(-high // 5) * 5)
+
+
+class _BuildProgress:
+    """Reports, to stderr, how many object files of a build exist and the time elapsed.
+
+    A thread watches the build directory while ``torch.utils.cpp_extension``
+    runs ninja (which prints nothing until it ends): a line when a unit
+    finishes, and at least every ``_PROGRESS_INTERVAL`` seconds.
+    """
+
+    def __init__(self, build: Path, objects: list[str], start: float) -> None:
+        self._build = build
+        self._objects = objects
+        self._start = start
+        self._wall_start = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="torch_sparse_backend build progress", daemon=True)
+
+    def compiled(self) -> int:
+        """Object files written since the build started."""
+        done = 0
+        for name in self._objects:
+            try:
+                if (self._build / name).stat().st_mtime >= self._wall_start - 1:
+                    done += 1
+            except OSError:
+                pass
+        return done
+
+    def _run(self) -> None:
+        last_done, last_report = 0, time.monotonic()
+        while not self._stop.wait(0.5):
+            done, now = self.compiled(), time.monotonic()
+            if done != last_done or now - last_report >= _PROGRESS_INTERVAL:
+                _say(f"compiled {done}/{len(self._objects)} units, {now - self._start:.0f} s")
+                last_done, last_report = done, now
+
+    def __enter__(self) -> "_BuildProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _say(message: str) -> None:
+    print(f"torch_sparse_backend: {message}", file=sys.stderr, flush=True)
+
+
 def load(verbose: bool | None = None) -> Path:
     """Loads the extension, building it first if no matching build is cached.
 
@@ -171,43 +266,7 @@ def load(verbose: bool | None = None) -> Path:
             "(scripts/sanitize_tests.sh does this)"
         )
     if not lib.is_file():
-        if shutil.which("ninja") is None and not _ninja_module_available():
-            raise ExtensionBuildError(
-                "torch_sparse_backend: building the C++ kernels needs ninja; "
-                "install it with `pip install ninja`"
-            )
-        print(
-            "torch_sparse_backend: building the C++ kernels (one time; about 1 minute on "
-            f"2 cores) into {build}",
-            file=sys.stderr,
-            flush=True,
-        )
-        start = time.monotonic()
-        build.mkdir(parents=True, exist_ok=True)
-        try:
-            from torch.utils import cpp_extension
-
-            mod = cpp_extension.load(
-                name=_NAME,
-                sources=[str(p) for p in _sources(root)],
-                extra_cflags=_extra_cflags(),
-                extra_ldflags=_LDFLAGS + (_SANITIZE_FLAGS if sanitize() else []),
-                extra_include_paths=[str(root)],
-                build_directory=str(build),
-                is_python_module=True,
-                verbose=verbose,
-            )
-        except Exception as e:  # the compiler's output is in the chained exception
-            raise ExtensionBuildError(
-                "torch_sparse_backend: building the C++ extension failed. The compiler "
-                f"output is above and in the exception chain; build files are in {build}. "
-                "Rerun with TORCH_SPARSE_BACKEND_VERBOSE=1 for the full commands."
-            ) from e
-        print(
-            f"torch_sparse_backend: build finished in {time.monotonic() - start:.0f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        mod = _build(root, build, verbose)
     else:
         try:
             mod = _import(lib)
@@ -218,6 +277,49 @@ def load(verbose: bool | None = None) -> Path:
     _module = mod
     _loaded_path = lib
     return lib
+
+
+def _build(root: Path, build: Path, verbose: bool):
+    """Compiles the sources under ``root`` into ``build`` and imports the result."""
+    if shutil.which("ninja") is None and not _ninja_module_available():
+        raise ExtensionBuildError(
+            "torch_sparse_backend: building the C++ kernels needs ninja; "
+            "install it with `pip install ninja`"
+        )
+    sources = _sources(root)
+    low, high = build_estimate(len(sources))
+    jobs = build_jobs(len(sources))
+    wrapper = next((w for w in ("ccache", "sccache") if shutil.which(w)), None)  # torch.utils.cpp_extension uses it
+    cached = f"; less where {wrapper} holds the objects" if wrapper else ""
+    _say(
+        f"building the C++ kernels, once per source change: {len(sources)} units on {jobs} "
+        f"core{'s' if jobs > 1 else ''}, expect {low}-{high} s{cached}; into {build}"
+    )
+    start = time.monotonic()
+    build.mkdir(parents=True, exist_ok=True)
+    objects = [p.stem + ".o" for p in sources]
+    try:
+        from torch.utils import cpp_extension
+
+        with _BuildProgress(build, objects, start):
+            mod = cpp_extension.load(
+                name=_NAME,
+                sources=[str(p) for p in sources],
+                extra_cflags=_extra_cflags(),
+                extra_ldflags=_LDFLAGS + (_SANITIZE_FLAGS if sanitize() else []),
+                extra_include_paths=[str(root)],
+                build_directory=str(build),
+                is_python_module=True,
+                verbose=verbose,
+            )
+    except Exception as e:  # the compiler's output is in the chained exception
+        raise ExtensionBuildError(
+            "torch_sparse_backend: building the C++ extension failed. The compiler "
+            f"output is above and in the exception chain; build files are in {build}. "
+            "Rerun with TORCH_SPARSE_BACKEND_VERBOSE=1 for the full commands."
+        ) from e
+    _say(f"built {len(sources)} units in {time.monotonic() - start:.1f} s")
+    return mod
 
 
 def _ninja_module_available() -> bool:
