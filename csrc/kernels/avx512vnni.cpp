@@ -46,10 +46,12 @@ TSB_TARGET_BEGIN("avx2")
 TSB_TARGET_BEGIN("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
 #endif
 // GCC 12's AVX-512 intrinsics start from self-initialized "undefined"
-// vectors, which -Wmaybe-uninitialized reports at every inlined use.
+// vectors, which -Wmaybe-uninitialized and -Wuninitialized report at inlined
+// uses.
 #pragma GCC diagnostic push
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include "x86_common.h"
 #if defined(TSB_X86_EMULATION)

@@ -63,6 +63,12 @@ inline __m512i loadu_si512(const void* p) {
   std::memcpy(&r, p, sizeof(r));
   return r;
 }
+// vmovdqa32 with zero masking: lane i of a where bit i of k is set, else 0.
+inline __m512i maskz_mov_epi32(__mmask16 k, __m512i a) {
+  v16su r = (v16su)a;
+  for (int i = 0; i < 16; ++i) r[i] = ((k >> i) & 1) ? r[i] : 0u;
+  return (__m512i)r;
+}
 // vpmovzxbd: the 16 bytes of a, zero-extended to 32-bit lanes.
 inline __m512i cvtepu8_epi32(__m128i a) {
   const v16qu b = (v16qu)a;
@@ -239,6 +245,7 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #undef _mm512_load_si512
 #undef _mm512_loadu_si512
 #undef _mm512_cvtepu8_epi32
+#undef _mm512_maskz_mov_epi32
 #undef _mm512_permutex2var_epi32
 #undef _mm512_store_si512
 #undef _mm512_castsi512_si256
@@ -277,6 +284,7 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #define _mm512_load_si512 tsb_x86_emulation::load_si512
 #define _mm512_loadu_si512 tsb_x86_emulation::loadu_si512
 #define _mm512_cvtepu8_epi32 tsb_x86_emulation::cvtepu8_epi32
+#define _mm512_maskz_mov_epi32 tsb_x86_emulation::maskz_mov_epi32
 #define _mm512_permutex2var_epi32 tsb_x86_emulation::permutex2var_epi32
 #define _mm512_store_si512 tsb_x86_emulation::store_si512
 #define _mm512_castsi512_si256 tsb_x86_emulation::castsi512_si256
