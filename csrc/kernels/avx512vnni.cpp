@@ -63,14 +63,12 @@ namespace {
 
 #define TSB_KERNEL_NOINLINE __attribute__((noinline))
 
-// Pieces of padding (index 0, weight 0) after the quads arrays, read by the
-// last step of the last row (see quads_gemv and quads_batch).
-constexpr size_t kIndexPad = 8;
+// Activation rows of one pass of the quad slots kernels: at most this many
+// rows are copied to the per-thread scratch (zero-padded to whole panels)
+// and run against each tile's steps while those are in cache.
+constexpr int64_t kSlotChunkRows = 64;
 
-// Batches with fewer rows run through the quad slots, in groups of 8, 4, 2, 1.
-constexpr int64_t kSlotsMaxRows = 16;
-
-// One activation vector of the quads batch buffer.
+// Storage unit of the row scratch (aligned for 512-bit loads).
 struct alignas(64) Vec64 {
   uint8_t b[64];
 };
@@ -253,19 +251,15 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       s_ = QuadSlots(m);
       // The slot epilogues read the row sums of whole 16-channel tiles.
       row_sum_.resize(std::max<size_t>(row_sum_.size(), static_cast<size_t>(s_.tiles * QuadSlots::kSlots)), 0);
-      q_ = QuadRows(m, tiles_);
-      // Index padding read by the last GEMV step (with zero weights).
-      q_.quad_idx.resize(q_.quad_idx.size() + kIndexPad, 0);
-      q_.weights.resize(q_.weights.size() + 4 * kIndexPad, 0);
     }
   }
 
   const char* name() const override { return "avx512vnni"; }
   // Column quads split work into tiles of 8 channels, quad slots into tiles
-  // of 16 (the QuadRows batch kernels run tile t's two halves).
+  // of 16.
   int64_t num_tiles() const override { return column_quads_ ? tiles_ : s_.tiles; }
   size_t packed_bytes() const override {
-    return q_.bytes() + s_.bytes() + cq_.bytes() + row_sum_.size() * sizeof(int32_t);
+    return s_.bytes() + cq_.bytes() + row_sum_.size() * sizeof(int32_t);
   }
 
   void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
@@ -325,52 +319,25 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   void run(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
            int64_t m_end, int64_t t_begin, int64_t t_end) const {
     if (m_begin >= m_end || t_begin >= t_end) return;
+    if (!column_quads_) {
+      run_slots(epi, x, ldx, x_zp, m_begin, m_end, t_begin, t_end);
+      return;
+    }
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
-      if (!column_quads_ && left < kSlotsMaxRows) {
-        // Up to 8 rows at a time through the quad slots.
-        const int rows = static_cast<int>(std::min<int64_t>(left, 8));
-        switch (rows) {
-          case 8: slots_gemv<8>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-          case 7: slots_gemv<7>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-          case 6: slots_gemv<6>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-          case 5: slots_gemv<5>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-          case 4: slots_gemv<4>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-          case 3: slots_gemv<3>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-          case 2: slots_gemv<2>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-          default: slots_gemv<1>(epi, x, ldx, m, x_zp, t_begin, t_end); break;
-        }
-        m += rows;
-        continue;
-      }
       if (left <= 2) {  // one or two rows: a GEMV per row
         column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
         ++m;
         continue;
       }
-      if (column_quads_) {
-        const int groups = left > 16 ? 2 : 1;
-        const int rows = static_cast<int>(std::min<int64_t>(left, 16 * groups));
-        __m128i* buf = thread_scratch<__m128i>(static_cast<size_t>(kp_ * groups));
-        pack_columns(x + m * ldx, ldx, rows, groups, buf);
-        if (groups == 2) {
-          column_quads_batch<2>(epi, buf, m, rows, x_zp, t_begin, t_end);
-        } else {
-          column_quads_batch<1>(epi, buf, m, rows, x_zp, t_begin, t_end);
-        }
-        m += rows;
-        continue;
-      }
       const int groups = left > 16 ? 2 : 1;
       const int rows = static_cast<int>(std::min<int64_t>(left, 16 * groups));
-      Vec64* buf = thread_scratch<Vec64>(static_cast<size_t>(quads_ * groups));
-      pack_quads(x + m * ldx, ldx, rows, groups, buf);
-      // Slot tile t is QuadRows tiles 2t and 2t + 1.
-      const int64_t q_begin = 2 * t_begin, q_end = std::min(2 * t_end, tiles_);
+      __m128i* buf = thread_scratch<__m128i>(static_cast<size_t>(kp_ * groups));
+      pack_columns(x + m * ldx, ldx, rows, groups, buf);
       if (groups == 2) {
-        quads_batch<2, 2>(epi, buf, m, rows, x_zp, q_begin, q_end);
+        column_quads_batch<2>(epi, buf, m, rows, x_zp, t_begin, t_end);
       } else {
-        quads_batch<1, 4>(epi, buf, m, rows, x_zp, q_begin, q_end);
+        column_quads_batch<1>(epi, buf, m, rows, x_zp, t_begin, t_end);
       }
       m += rows;
     }
@@ -395,79 +362,103 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
 
   // ---- Quad slots layout ----
 
-  // Sums of activation rows m0 .. m0 + R - 1 for the 16 channels of each
-  // slot tile in [t_begin, t_end). Each step multiplies its 16 weight words
-  // with the activation words of its 16 quads, which one two-table permute
-  // picks from the step's 128-column panel of a row.
+  static constexpr int64_t kPanelBytes = QuadSlots::kPanelQuads * 4;
+
+  // Rows [m_begin, m_end) for slot tiles [t_begin, t_end): up to
+  // kSlotChunkRows rows are copied to the scratch, zero-padded to whole
+  // panels, then each tile's steps run for them in groups of up to 8 rows.
+  template <class Epilogue>
+  void run_slots(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
+                 int64_t m_end, int64_t t_begin, int64_t t_end) const {
+    const int64_t row_bytes = s_.panels * kPanelBytes;
+    for (int64_t m = m_begin; m < m_end; m += kSlotChunkRows) {
+      const int64_t rows = std::min(kSlotChunkRows, m_end - m);
+      uint8_t* xs = thread_scratch<Vec64>(static_cast<size_t>(rows * row_bytes / 64))->b;
+      for (int64_t i = 0; i < rows; ++i) {
+        std::memcpy(xs + i * row_bytes, x + (m + i) * ldx, static_cast<size_t>(kp_));
+        std::memset(xs + i * row_bytes + kp_, 0, static_cast<size_t>(row_bytes - kp_));
+      }
+      for (int64_t t = t_begin; t < t_end; ++t) {
+        for (int64_t g = 0; g < rows; g += 8) {
+          const uint8_t* xg = xs + g * row_bytes;
+          switch (std::min<int64_t>(rows - g, 8)) {
+            case 8: slots_tile<8>(epi, xg, row_bytes, m + g, t, x_zp); break;
+            case 7: slots_tile<7>(epi, xg, row_bytes, m + g, t, x_zp); break;
+            case 6: slots_tile<6>(epi, xg, row_bytes, m + g, t, x_zp); break;
+            case 5: slots_tile<5>(epi, xg, row_bytes, m + g, t, x_zp); break;
+            case 4: slots_tile<4>(epi, xg, row_bytes, m + g, t, x_zp); break;
+            case 3: slots_tile<3>(epi, xg, row_bytes, m + g, t, x_zp); break;
+            case 2: slots_tile<2>(epi, xg, row_bytes, m + g, t, x_zp); break;
+            default: slots_tile<1>(epi, xg, row_bytes, m + g, t, x_zp); break;
+          }
+        }
+      }
+    }
+  }
+
+  // Sums of the R rows xs (row_bytes apart; output rows m0 ..) for the 16
+  // channels of slot tile t. Each step multiplies its 16 weight words with the
+  // activation words of its 16 quads, which one two-table permute picks from
+  // the step's 128-column panel of a row.
   //
-  // One row streams the steps and loads each step's table, 128 bytes of the
-  // row; with more rows the tables of a panel stay in registers while its
-  // steps run. Enough accumulator sets keep 4 or more vpdpbusd chains in
+  // One row streams the tile's steps and loads each step's table, 128 bytes
+  // of the row; with more rows the tables of a panel stay in registers while
+  // its steps run. Enough accumulator sets keep 4 or more vpdpbusd chains in
   // flight.
   template <int R, class Epilogue>
-  TSB_KERNEL_NOINLINE void slots_gemv(const Epilogue& epi, const uint8_t* x, int64_t ldx, int64_t m0,
-                                      int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    constexpr int64_t kPanelBytes = QuadSlots::kPanelQuads * 4;
+  TSB_KERNEL_NOINLINE void slots_tile(const Epilogue& epi, const uint8_t* xs, int64_t row_bytes,
+                                      int64_t m0, int64_t t, int32_t x_zp) const {
     constexpr int U = R == 1 ? 4 : R < 4 ? 2 : 1;
-    // The R rows, each zero-padded to whole panels.
-    const int64_t row_bytes = s_.panels * kPanelBytes;
-    uint8_t* xs = thread_scratch<Vec64>(static_cast<size_t>(R * row_bytes / 64))->b;
-    for (int i = 0; i < R; ++i) {
-      std::memcpy(xs + i * row_bytes, x + (m0 + i) * ldx, static_cast<size_t>(kp_));
-      std::memset(xs + i * row_bytes + kp_, 0, static_cast<size_t>(row_bytes - kp_));
-    }
     const QuadSlots::Weights* weights = s_.weights.data();
     const QuadSlots::Indices* indices = s_.indices.data();
-    const uint16_t* panel = s_.step_panel.data();
     auto load_indices = [&](int64_t s) {
       return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(indices + s)));
     };
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      __m512i acc[U][R];
-      for (int u = 0; u < U; ++u) {
-        for (int i = 0; i < R; ++i) acc[u][i] = _mm512_setzero_si512();
+    __m512i acc[U][R];
+    for (int u = 0; u < U; ++u) {
+      for (int i = 0; i < R; ++i) acc[u][i] = _mm512_setzero_si512();
+    }
+    if constexpr (R == 1) {
+      const uint16_t* panel = s_.step_panel.data();
+      auto step = [&](__m512i& a, int64_t s) {
+        const uint8_t* table = xs + int64_t{panel[s]} * kPanelBytes;
+        const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(table), load_indices(s),
+                                                     _mm512_load_si512(table + 64));
+        a = dpbusd(a, xw, _mm512_load_si512(weights + s));
+      };
+      int64_t s = s_.tile_start(t);
+      const int64_t end = s_.tile_start(t + 1);
+      for (; s + U <= end; s += U) {
+        for (int u = 0; u < U; ++u) step(acc[u][0], s + u);
       }
-      if constexpr (R == 1) {
-        auto step = [&](__m512i& a, int64_t s) {
-          const uint8_t* table = xs + int64_t{panel[s]} * kPanelBytes;
-          const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(table), load_indices(s),
-                                                       _mm512_load_si512(table + 64));
-          a = dpbusd(a, xw, _mm512_load_si512(weights + s));
+      for (; s < end; ++s) step(acc[0][0], s);
+    } else {
+      const int64_t* bounds = s_.panel_start.data() + t * s_.panels;
+      for (int64_t p = 0; p < s_.panels; ++p) {
+        const int64_t s0 = bounds[p], s1 = bounds[p + 1];
+        if (s0 == s1) continue;
+        __m512i lo[R], hi[R];
+        for (int i = 0; i < R; ++i) {
+          lo[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes);
+          hi[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes + 64);
+        }
+        auto step = [&](__m512i (&a)[R], int64_t s, __mmask16 keep) {
+          const __m512i idx = load_indices(s);
+          const __m512i w = _mm512_maskz_mov_epi32(keep, _mm512_load_si512(weights + s));
+          for (int i = 0; i < R; ++i) a[i] = dpbusd(a[i], _mm512_permutex2var_epi32(lo[i], idx, hi[i]), w);
         };
-        int64_t s = s_.tile_start(t);
-        const int64_t end = s_.tile_start(t + 1);
-        for (; s + U <= end; s += U) {
-          for (int u = 0; u < U; ++u) step(acc[u][0], s + u);
-        }
-        for (; s < end; ++s) step(acc[0][0], s);
-      } else {
-        const int64_t* bounds = s_.panel_start.data() + t * s_.panels;
-        for (int64_t p = 0; p < s_.panels; ++p) {
-          const int64_t s0 = bounds[p], s1 = bounds[p + 1];
-          if (s0 == s1) continue;
-          __m512i lo[R], hi[R];
-          for (int i = 0; i < R; ++i) {
-            lo[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes);
-            hi[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes + 64);
-          }
-          auto step = [&](__m512i (&a)[R], int64_t s, __mmask16 keep) {
-            const __m512i idx = load_indices(s);
-            const __m512i w = _mm512_maskz_mov_epi32(keep, _mm512_load_si512(weights + s));
-            for (int i = 0; i < R; ++i) a[i] = dpbusd(a[i], _mm512_permutex2var_epi32(lo[i], idx, hi[i]), w);
-          };
-          // U steps at a time; a step past the panel's last (the next
-          // panel's, or the arrays' padding) contributes zero weights.
-          for (int64_t s = s0; s < s1; s += U) {
-            step(acc[0], s, 0xffff);
-            for (int u = 1; u < U; ++u) step(acc[u], s + u, s + u < s1 ? 0xffff : 0);
-          }
+        // U steps at a time; a step past the panel's last (the next
+        // panel's, or the arrays' padding) contributes zero weights.
+        for (int64_t s = s0; s < s1; s += U) {
+          step(acc[0], s, 0xffff);
+          for (int u = 1; u < U; ++u) step(acc[u], s + u, s + u < s1 ? 0xffff : 0);
         }
       }
-      for (int i = 0; i < R; ++i) {
-        __m512i sum = acc[0][i];
-        for (int u = 1; u < U; ++u) sum = _mm512_add_epi32(sum, acc[u][i]);
-        store_slot_tile(epi, m0 + i, t, sum, x_zp);
-      }
+    }
+    for (int i = 0; i < R; ++i) {
+      __m512i sum = acc[0][i];
+      for (int u = 1; u < U; ++u) sum = _mm512_add_epi32(sum, acc[u][i]);
+      store_slot_tile(epi, m0 + i, t, sum, x_zp);
     }
   }
 
@@ -479,134 +470,6 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     if (2 * t + 1 < tiles_) {
       epi.store(m, 16 * t + 8, valid_rows(2 * t + 1),
                 _mm256_sub_epi32(_mm512_extracti64x4_epi64(sum, 1), zero_point_term(2 * t + 1, x_zp)));
-    }
-  }
-
-  // ---- Quads layout ----
-
-  // The activation words of 8 pieces (quads idx[0..7] of the row xs) in
-  // one vector: 32-bit broadcast loads merged by blends, which keep the
-  // shuffle units free. The 8 indices come from two 64-bit loads.
-  static __m256i load_8_words(const uint8_t* xs, const uint16_t* idx) {
-    uint64_t lo, hi;
-    std::memcpy(&lo, idx, sizeof(lo));
-    std::memcpy(&hi, idx + 4, sizeof(hi));
-    auto word = [&](uint64_t v, int j) {
-      return _mm256_set1_epi32(load_i32(xs + 4 * ((v >> (16 * j)) & 0xffff)));
-    };
-    const __m256i a = _mm256_blend_epi32(word(lo, 0), word(lo, 1), 0x02);
-    const __m256i b = _mm256_blend_epi32(word(lo, 2), word(lo, 3), 0x08);
-    const __m256i c = _mm256_blend_epi32(word(hi, 0), word(hi, 1), 0x20);
-    const __m256i d = _mm256_blend_epi32(word(hi, 2), word(hi, 3), 0x80);
-    return _mm256_blend_epi32(_mm256_blend_epi32(a, b, 0x0c), _mm256_blend_epi32(c, d, 0xc0), 0xf0);
-  }
-
-  template <class Epilogue>
-  TSB_KERNEL_NOINLINE void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
-                                      int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    // The row, zero-padded to whole quads, read as one 32-bit word per quad.
-    uint8_t* xs = thread_scratch<uint8_t>(static_cast<size_t>(quads_ * 4));
-    std::memcpy(xs, x, static_cast<size_t>(kp_));
-    std::memset(xs + kp_, 0, static_cast<size_t>(quads_ * 4 - kp_));
-    const uint16_t* idx = q_.quad_idx.data();
-    const int8_t* w = q_.weights.data();
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      int64_t p = q_.tile_start[t];
-      __m256i rowsum[8];
-      for (int r = 0; r < 8; ++r) {
-        const int64_t end = p + q_.row_count[t * kTileRows + r];
-        __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-        for (; p + 16 <= end; p += 16) {
-          acc0 = _mm256_dpbusd_epi32(acc0, load_8_words(xs, idx + p),
-                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4 * p)));
-          acc1 = _mm256_dpbusd_epi32(acc1, load_8_words(xs, idx + p + 8),
-                                     _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 4 * p + 32)));
-        }
-        // The last pieces: the index arrays are padded by kIndexPad entries,
-        // and the weights of pieces past the row's end are masked to zero.
-        for (; p < end; p += 8) {
-          const __mmask8 k = end - p >= 8 ? __mmask8{0xff} : static_cast<__mmask8>((1u << (end - p)) - 1);
-          acc0 = _mm256_dpbusd_epi32(acc0, load_8_words(xs, idx + p), _mm256_maskz_loadu_epi32(k, w + 4 * p));
-        }
-        p = end;
-        rowsum[r] = _mm256_add_epi32(acc0, acc1);
-      }
-      const __m256i sums = _mm256_sub_epi32(sum_lanes_8x8(rowsum), zero_point_term(t, x_zp));
-      epi.store(m, t * kTileRows, valid_rows(t), sums);
-    }
-  }
-
-  // Batch buffer of the quads layout: for quad q and group g of 16 activation
-  // rows, buf[q * groups + g] holds x[16g + i][4q .. 4q + 3] in lane i. Rows
-  // past `rows` and columns past padded_k() are zero.
-  void pack_quads(const uint8_t* x, int64_t ldx, int rows, int groups, Vec64* buf) const {
-    for (int g = 0; g < groups; ++g) {
-      for (int h = 0; h < 2; ++h) {
-        const int base = 16 * g + 8 * h;
-        const int valid = std::max(0, std::min(8, rows - base));
-        for (int64_t k = 0; k < kp_; k += 32) {
-          const int64_t len = std::min<int64_t>(32, kp_ - k);
-          __m256i r[8];
-          for (int i = 0; i < 8; ++i) {
-            r[i] = i < valid ? load_row32(x + (base + i) * ldx + k, len) : _mm256_setzero_si256();
-          }
-          transpose_8x8_epi32(r);  // r[j]: quad k / 4 + j, lane = row
-          const int64_t nq = ceil_div(len, 4);
-          for (int64_t j = 0; j < nq; ++j) {
-            _mm256_store_si256(reinterpret_cast<__m256i*>(buf[(k / 4 + j) * groups + g].b + 32 * h), r[j]);
-          }
-        }
-      }
-    }
-  }
-
-  // Rows [m0, m0 + rows) for 16 * G activation rows: each piece's weight word
-  // is broadcast once and multiplied with G activation vectors. U independent
-  // accumulator sets hide the latency of vpdpbusd when G is small.
-  template <int G, int U, class Epilogue>
-  TSB_KERNEL_NOINLINE void quads_batch(const Epilogue& epi, const Vec64* buf, int64_t m0, int rows,
-                                       int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    alignas(64) int32_t part[G][8][16];
-    const uint16_t* idx = q_.quad_idx.data();
-    const int8_t* w = q_.weights.data();
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      int64_t p = q_.tile_start[t];
-      for (int r = 0; r < 8; ++r) {
-        const int64_t end = p + q_.row_count[t * kTileRows + r];
-        // U sets of G accumulators, as separate variables so that each stays
-        // in one register across iterations.
-        static_assert(U == 1 || U == 2 || U == 4, "U");
-        __m512i a0[G], a1[G], a2[G], a3[G];
-        for (int g = 0; g < G; ++g) a0[g] = a1[g] = a2[g] = a3[g] = _mm512_setzero_si512();
-        auto piece = [&](__m512i (&acc)[G], int64_t at, int32_t keep) {
-          const __m512i wb = _mm512_set1_epi32(load_i32(w + 4 * at) & keep);
-          const Vec64* xq = buf + int64_t{idx[at]} * G;
-          for (int g = 0; g < G; ++g) acc[g] = dpbusd(acc[g], _mm512_load_si512(xq + g), wb);
-        };
-        for (; p + U <= end; p += U) {
-          piece(a0, p, -1);
-          if (U > 1) piece(a1, p + 1, -1);
-          if (U > 2) piece(a2, p + 2, -1);
-          if (U > 3) piece(a3, p + 3, -1);
-        }
-        // The last end - p < U pieces, in one step without a data-dependent
-        // branch: pieces past the row's end (the next row's, or the arrays'
-        // padding) get weight 0.
-        if (U > 1) {
-          const int64_t left = end - p;
-          piece(a0, p, -static_cast<int32_t>(left > 0));
-          if (U > 2) piece(a1, p + 1, -static_cast<int32_t>(left > 1));
-          if (U > 3) piece(a2, p + 2, -static_cast<int32_t>(left > 2));
-        }
-        p = end;
-        for (int g = 0; g < G; ++g) {
-          __m512i sum = a0[g];
-          if (U > 1) sum = _mm512_add_epi32(sum, a1[g]);
-          if (U > 2) sum = _mm512_add_epi32(_mm512_add_epi32(sum, a2[g]), a3[g]);
-          _mm512_store_si512(part[g][r], sum);
-        }
-      }
-      store_batch_tile<G>(epi, part, m0, rows, t, x_zp);
     }
   }
 
@@ -697,8 +560,7 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
-  QuadSlots s_;     // quads layout, up to kSlotsMaxRows - 1 rows
-  QuadRows q_;      // quads layout, batches
+  QuadSlots s_;     // quad slots layout
   ColumnQuads cq_;  // column quads layout
 };
 

@@ -66,9 +66,9 @@ struct ColumnQuads {
 struct QuadSlots {
   static constexpr int64_t kSlots = 16;
   static constexpr int64_t kPanelQuads = 32;
-  // Steps of padding after the last one (zero weights), so that loops that
-  // run ahead by a few steps stay inside the arrays.
-  static constexpr int64_t kPadSteps = 4;
+  // Steps of padding after the last one (zero weights), so that a loop that
+  // runs one step past a panel's last stays inside the arrays.
+  static constexpr int64_t kPadSteps = 1;
 
   struct alignas(64) Weights {
     int8_t w[4 * kSlots];
