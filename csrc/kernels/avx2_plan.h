@@ -1,15 +1,25 @@
-// The x86 AVX2 kernels, compiled twice:
+// The kernels of the x86 AVX2 family, one class template over the instruction
+// that forms the products:
 //
-//  * avx2.cpp, variant "avx2" (TSB_AVX2_VNNI 0): products by vpmaddubsw as
-//    described below;
-//  * avxvnni.cpp, variant "avxvnni" (TSB_AVX2_VNNI 1): the same layouts and
-//    loops on CPUs with AVX-VNNI, where the VEX-encoded vpdpbusd forms every
-//    product (unsigned activation bytes times signed weight bytes, four per
-//    32-bit lane, accumulated without saturation): the batch buffers hold the
-//    raw activations and no sign transfer or offset is needed.
+//  * avx2.cpp, variant "avx2": Avx2Plan = Avx2FamilyPlan<SignTransferDot>,
+//    products by vpmaddubsw as described below;
+//  * avxvnni.cpp, variant "avxvnni": AvxVnniPlan = Avx2FamilyPlan<VnniDot>,
+//    the same layouts and loops on CPUs with AVX-VNNI, where the VEX-encoded
+//    vpdpbusd forms every product (unsigned activation bytes times signed
+//    weight bytes, four per 32-bit lane, accumulated without saturation): the
+//    batch buffers hold the raw activations and no sign transfer or offset is
+//    needed.
 //
-// The including file sets TSB_AVX2_VNNI and the target pragma, includes this
-// header, and defines its make_*_plan() (see kernel_registry.h).
+// A Dot policy provides
+//   static constexpr const char* kName;  // the variant's name
+//   static constexpr bool kExact;        // dot() is exact for any bytes
+//   static __m256i dot(__m256i acc, __m256i u, __m256i s);
+// where dot() returns acc plus, in each 32-bit lane, the dot product of the 4
+// unsigned bytes of u with the 4 signed bytes of s. Each variant file defines
+// its policy and instantiates the template inside its own TSB_TARGET_BEGIN
+// region (x86_target.h), after including this header there: like
+// x86_common.h, everything here lives in an unnamed namespace, so each
+// variant compiles its own copy for its own ISA only.
 //
 // Exactness: no partial sum ever saturates, so every dot product is the exact
 // int32 one (wrapping like the reference). The ways of forming products:
@@ -18,9 +28,12 @@
 //    sum is at most 2 * 255 * 128 in magnitude. Used by the quads GEMV. The
 //    zero point is removed afterwards as in the reference:
 //    acc = sum x * w - x_zp * row_sum.
-//  * vpmaddubsw, whose pair sums saturate at int16, only on operands that
-//    keep them within it: "sign transfer". The signed activation is
-//    x' = x XOR 0x80 = x - 128 (int8), and sum x * w = sum x' * w + 128 * row_sum.
+//  * vpdpbusd (VnniDot): exact for any bytes, on the raw activations and
+//    weights.
+//  * vpmaddubsw (SignTransferDot), whose pair sums saturate at int16, only on
+//    operands that keep them within it: "sign transfer". The signed activation
+//    is x' = x XOR 0x80 = x - 128 (int8), and
+//    sum x * w = sum x' * w + 128 * row_sum.
 //    - Quads batch (weights broadcast, activations loaded): the unsigned
 //      operand is |w| (0..128), the signed one x' XORed with 0xff where w < 0
 //      (giving ~x' = -x' - 1). Then |w| * s = w * x' for w >= 0 and w * x' + w
@@ -33,24 +46,13 @@
 //      every pair sum within 2 * 127 * 128, no offset beyond x_zp * row_sum.
 //    - Column quads (activations broadcast or interleaved, weights loaded):
 //      the unsigned operand is |x'| (0..128), the signed one vpsignb(w, x') =
-//      sign(x') * w, so |x'| * s = x' * w; this layout never stores -128 (see
-//      ColumnQuads' no_min_weight), so the negation is exact and every pair
-//      sum lies in [-32512, 32512].
+//      sign(x') * w, so |x'| * s = x' * w; this layout is built without -128
+//      weights (ColumnQuads' no_min_weight), so the negation is exact and every
+//      pair sum lies in [-32512, 32512].
 //
-// Two packed layouts, both split into tiles of 8 output channels:
-//
-//  * Quads (every block shape except rb >= 8 with cb <= 2; QuadRows of
-//    x86_common.h): each output row is
-//    a list of 1x4 pieces, a uint16 quad index q (input columns 4q..4q+3) and 4
-//    int8 weights. Blocks with cb >= 4 split into cb / 4 pieces per row; blocks
-//    with cb < 4 are widened to the quad that holds them, zeros filling the rest.
-//    Pieces whose 4 weights are zero are dropped. A tile's pieces are
-//    contiguous, row after row: tile_start[t] is the first piece of tile t and
-//    row_count[n] the number of pieces of output row n.
-//  * Column quads (rb in {8, 16}, cb in {1, 2}): the ColumnQuads layout of
-//    x86_common.h: each tile's nonzero weight columns (an input column k and
-//    the 8 rows' weights w[i][k]) in column order, four to an entry, 4 input
-//    column indices and 32 int8 weights, row i's four at bytes 4i..4i+3.
+// Two packed layouts of x86_layouts.h, both in tiles of 8 output channels:
+// QuadRows ("quads") for every block shape except rb >= 8 with cb <= 2, and
+// ColumnQuads ("column quads") for rb in {8, 16} with cb in {1, 2}.
 //
 // Loop order: activation rows are processed in batches. The last one or two
 // rows are GEMVs that read x directly: quads load 8 pieces' activations per
@@ -63,7 +65,7 @@
 // Epilogues work on 8 output channels of one output row at a time, with the
 // same float operations in the same order as requantize.h.
 //
-// The ISA is enabled by the including file only: its target pragma covers
+// The ISA is enabled by the including file only: its target region covers
 // this code, which runs only after dispatch selected the variant. FMA is left
 // disabled so that no multiply-add can ever be contracted in an epilogue.
 #pragma once
@@ -72,40 +74,10 @@
 
 #include "sparse_core.h"
 #include "x86_common.h"
-
-#if !defined(TSB_AVX2_VNNI)
-#error "define TSB_AVX2_VNNI (0 or 1) before including avx2_plan.h"
-#endif
+#include "x86_layouts.h"
 
 namespace tsb {
 namespace {
-
-constexpr bool kVnni = TSB_AVX2_VNNI != 0;
-
-// acc + the dot products of the 4 unsigned bytes of u with the 4 signed
-// bytes of s in each 32-bit lane. With VNNI exact for any bytes; with
-// vpmaddubsw only where no pair sum leaves int16 (activations below 128, or
-// operands after sign transfer; see the top of this file).
-//
-// VNNI: asm with the accumulator tied to the output, as in avx512vnni.cpp (GCC 12
-// copies loop-carried accumulators through another register around each
-// vpdpbusd intrinsic, and spills some); the intrinsic with Clang and in
-// emulated test builds.
-inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
-#if TSB_AVX2_VNNI && (defined(TSB_X86_EMULATION) || defined(__clang__))
-  return _mm256_dpbusd_avx_epi32(acc, u, s);
-#elif TSB_AVX2_VNNI
-  asm("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
-  return acc;
-#else
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-#endif
-}
-
-// The batch kernels and the 1x4 GEMV are compiled as functions of their own:
-// inlined together into run(), their static instantiations ran 5-15% slower
-// than the dynamic ones (register allocation of one very large function).
-#define TSB_KERNEL_NOINLINE __attribute__((noinline))
 
 // Batch buffer bytes walked at a time, and tiles per walk (see quads_batch).
 constexpr int64_t kPanelBytes = 48 * 1024;
@@ -126,31 +98,24 @@ inline __m128i load_row16_u8(const uint8_t* src, int64_t len) {
   return _mm_load_si128(reinterpret_cast<const __m128i*>(t));
 }
 
-class Avx2Plan final : public KernelPlan, private TiledPlanShape {
+template <class Dot>
+class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
  public:
-  explicit Avx2Plan(const BcsrMatrix& m) : TiledPlanShape(m) {
+  explicit Avx2FamilyPlan(const BcsrMatrix& m) : TiledPlanShape(m) {
     if (column_quads_) {
-      // vpdpbusd needs no split of -128 weights (see ColumnQuads).
-      ColumnQuads c(m, tiles_, /*no_min_weight=*/!kVnni);
-      tile_start_ = std::move(c.tile_start);
-      quad_cols_ = std::move(c.cols);
-      weights_ = std::move(c.weights);
+      // Sign transfer negates weights, which -128 does not survive; an exact
+      // dot needs no split of -128 weights (see ColumnQuads).
+      cq_ = ColumnQuads(m, tiles_, /*no_min_weight=*/!Dot::kExact);
     } else {
-      QuadRows q(m, tiles_);
-      tile_start_ = std::move(q.tile_start);
-      row_count_ = std::move(q.row_count);
-      quad_idx_ = std::move(q.quad_idx);
-      weights_ = std::move(q.weights);
-      if (!kVnni) build_sign_offsets(m);
+      q_ = QuadRows(m, tiles_);
+      if constexpr (!Dot::kExact) build_sign_offsets(m);
     }
   }
 
-  const char* name() const override { return kVnni ? "avxvnni" : "avx2"; }
+  const char* name() const override { return Dot::kName; }
   int64_t num_tiles() const override { return tiles_; }
   size_t packed_bytes() const override {
-    return tile_start_.size() * sizeof(int32_t) + row_count_.size() * sizeof(uint16_t) +
-           quad_idx_.size() * sizeof(uint16_t) + quad_cols_.size() * sizeof(uint32_t) +
-           weights_.size() + (row_sum_.size() + sign_offset_.size()) * sizeof(int32_t);
+    return q_.bytes() + cq_.bytes() + (row_sum_.size() + sign_offset_.size()) * sizeof(int32_t);
   }
 
   void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end, int64_t t_begin,
@@ -206,7 +171,8 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
     if (m_begin >= m_end || t_begin >= t_end) return;
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
-      // One or two rows: GEMVs (measured faster than a batch of 8 there).
+      // One or two rows: GEMVs, which read x directly; a batch of 8 would
+      // re-lay the activations and form 8 rows' products for one or two.
       if (left <= 2) {
         if (column_quads_) {
           for (int64_t i = m; i < m_end; ++i) column_quads_gemv(epi, x + i * ldx, i, x_zp, t_begin, t_end);
@@ -220,25 +186,27 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
       if (column_quads_) {
         const int rows = static_cast<int>(std::min<int64_t>(left, 8));
         Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(ceil_div(kp_, 16) * 4));
-        const bool raw = kVnni || below_128(x + m * ldx, ldx, rows);
+        const bool raw = Dot::kExact || below_128(x + m * ldx, ldx, rows);
         pack_column_bytes(x + m * ldx, ldx, rows, raw, buf);
         if (raw) {
           column_quads_batch8<true>(epi, buf, m, rows, x_zp, t_begin, t_end);
-        } else if constexpr (!kVnni) {
+        } else if constexpr (!Dot::kExact) {
           column_quads_batch8<false>(epi, buf, m, rows, x_zp, t_begin, t_end);
         }
         m += rows;
         continue;
       }
-      // Four groups amortize each piece's sign masks best; measured faster
-      // even when the buffer (8 bytes per column and group) leaves L1.
+      // As many groups of 8 rows as the batch fills, up to 4: each piece's
+      // |w| and sign mask are formed once per batch, and with more groups
+      // over more rows. The buffer takes 8 bytes per column and group; where
+      // it outgrows the near caches, quads_batch walks it in panels.
       const int groups = left >= 24 ? 4 : (left >= 12 ? 2 : 1);
       const int rows = static_cast<int>(std::min<int64_t>(left, 8 * groups));
       Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(quads_ * groups));
-      // With VNNI, and for activations below 128 (what torch.ao's
-      // reduce_range observers produce), the raw activations multiply
-      // exactly, without sign transfer.
-      const bool raw = kVnni || below_128(x + m * ldx, ldx, rows);
+      // With an exact dot (VNNI), and for activations below 128 (what
+      // torch.ao's reduce_range observers produce), the raw activations
+      // multiply exactly, without sign transfer.
+      const bool raw = Dot::kExact || below_128(x + m * ldx, ldx, rows);
       pack_quad_bytes(x + m * ldx, ldx, rows, groups, raw, buf);
       switch (groups) {
         case 4: quads_batch<4>(epi, buf, m, rows, x_zp, raw, t_begin, t_end); break;
@@ -309,8 +277,7 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
 
   // R (1 or 2) activation rows m .. m + R - 1 against the quads: each row
   // widened to int16 once, zero-padded to whole quads. Two rows share the
-  // index and weight loads, which makes them cheaper than two GEMVs or a
-  // batch of 8 (measured).
+  // index and weight loads and the widening of the weights.
   template <int R, class Epilogue>
   TSB_KERNEL_NOINLINE void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t ldx, int64_t m,
                                       int32_t x_zp, int64_t t_begin, int64_t t_end) const {
@@ -329,12 +296,12 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
     }
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc[R][8];
-      int64_t p = tile_start_[t];
+      int64_t p = q_.tile_start[t];
       for (int64_t r = 0; r < 8; ++r) {
-        const int64_t count = row_count_[t * kTileRows + r];
+        const int64_t count = q_.row_count[t * kTileRows + r];
         __m256i a[R];
-        quads_row_dot<R>(a, x16, quad_idx_.data() + p, weights_.data() + 4 * p, count,
-                         static_cast<int64_t>(quad_idx_.size()) - p);
+        quads_row_dot<R>(a, x16, q_.quad_idx.data() + p, q_.weights.data() + 4 * p, count,
+                         static_cast<int64_t>(q_.quad_idx.size()) - p);
         for (int i = 0; i < R; ++i) acc[i][r] = a[i];
         p += count;
       }
@@ -382,21 +349,21 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
-  // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, |w|
-  // and the sign mask are formed once and multiplied with G activation
-  // vectors (sign transfer, see the top of this file); the lanes of
-  // vpmaddwd(products, 1) are the 8 rows' dot products with the piece.
+  // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, the
+  // weight word is broadcast once (with sign transfer, |w| and the sign mask
+  // formed once; see the top of this file) and multiplied with G activation
+  // vectors; the lanes of Dot::dot are the 8 rows' dot products with the piece.
   // When the batch buffer is larger than kPanelBytes, the quads are walked in
   // panels of that size, for kPanelTiles tiles at a time: each row's running
   // sums and position are kept between panels, so the tiles of a group reuse
-  // a panel while it is in the near caches. (48 KB, more than a Zen 3 L1,
-  // measured as fast as 24 and 32 KB panels there and faster than 16 KB: the
-  // running sums cost as much as the misses they save.)
+  // a panel while it is in the near caches. A panel may exceed L1: every
+  // panel boundary costs each row a save and a reload of its running sums,
+  // which a smaller panel pays more often.
   template <int G, class Epilogue>
   void quads_batch(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows, int32_t x_zp,
                    bool raw, int64_t t_begin, int64_t t_end) const {
-    // Panels pay for themselves only at 4 groups (measured): with fewer,
-    // a row's pieces per panel are too few for its running sums.
+    // Panels only at 4 groups: with fewer, a row's pieces per panel are too
+    // few to pay for saving and reloading its running sums.
     const int64_t panel = std::max<int64_t>(1, kPanelBytes / (G * int64_t{sizeof(Vec32)}));
     const bool panels = G == 4 && panel < quads_;
     if (raw) {
@@ -405,7 +372,7 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
       } else {
         quads_batch_panels<G, false, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
       }
-    } else if constexpr (!kVnni) {
+    } else if constexpr (!Dot::kExact) {
       if (panels) {
         quads_batch_panels<G, true, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
       } else {
@@ -429,28 +396,28 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
       for (int64_t q0 = 0; q0 < quads_; q0 += panel) {
         const int64_t q1 = std::min(quads_, q0 + panel);
         for (int64_t t = tg; t < tg_end; ++t) {
-          int64_t row_begin = tile_start_[t];
+          int64_t row_begin = q_.tile_start[t];
           for (int64_t r = 0; r < 8; ++r) {
             const int64_t i = (t - tg) * kTileRows + r;
-            const int64_t p_end = row_begin + row_count_[t * kTileRows + r];
+            const int64_t p_end = row_begin + q_.row_count[t * kTileRows + r];
             int64_t p = kPanels && q0 > 0 ? position[i] : row_begin;
             row_begin = p_end;
             __m256i acc[G];
             for (int g = 0; g < G; ++g) {
               acc[g] = kPanels && q0 > 0 ? running[i * G + g] : _mm256_setzero_si256();
             }
-            for (; p < p_end && (!kPanels || quad_idx_[p] < q1); ++p) {
-              const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{quad_idx_[p]} * G);
+            for (; p < p_end && (!kPanels || q_.quad_idx[p] < q1); ++p) {
+              const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{q_.quad_idx[p]} * G);
               int32_t w4;
-              std::memcpy(&w4, weights_.data() + 4 * p, 4);
+              std::memcpy(&w4, q_.weights.data() + 4 * p, 4);
               const __m256i w = _mm256_set1_epi32(w4);
               if constexpr (kRaw) {
-                for (int g = 0; g < G; ++g) acc[g] = dot_u8s8(acc[g], _mm256_load_si256(xq + g), w);
+                for (int g = 0; g < G; ++g) acc[g] = Dot::dot(acc[g], _mm256_load_si256(xq + g), w);
               } else {
                 const __m256i w_abs = _mm256_abs_epi8(w);
                 const __m256i flip = _mm256_cmpgt_epi8(zero, w);
                 for (int g = 0; g < G; ++g) {
-                  acc[g] = dot_u8s8(acc[g], w_abs, _mm256_xor_si256(_mm256_load_si256(xq + g), flip));
+                  acc[g] = Dot::dot(acc[g], w_abs, _mm256_xor_si256(_mm256_load_si256(xq + g), flip));
                 }
               }
             }
@@ -491,7 +458,7 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
   // x - 128 as int8; w never -128 in this layout, so sign(x') * w is exact)
   // of 4 activation bytes with 4 weights per int32 lane.
   static __m256i signed_dot(__m256i acc, __m256i x, __m256i w) {
-    return dot_u8s8(acc, _mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
+    return Dot::dot(acc, _mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
   }
 
   // What to subtract from sums of x' * w of tile t: x' = x - 128, so the
@@ -503,27 +470,27 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
   template <class Epilogue>
   TSB_KERNEL_NOINLINE void column_quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
                                              int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    // An entry's 4 activations as one word (x' = x XOR 0x80 unless VNNI
-    // multiplies the raw bytes), broadcast to the 8 rows.
+    // An entry's 4 activations as one word (x' = x XOR 0x80 unless the dot
+    // is exact on the raw bytes), broadcast to the 8 rows.
     auto gather4 = [&](int64_t e) {
-      const uint32_t* c = quad_cols_.data() + 4 * e;
+      const uint32_t* c = cq_.cols.data() + 4 * e;
       const uint32_t word = x[c[0]] | (x[c[1]] << 8) | (x[c[2]] << 16) | (uint32_t{x[c[3]]} << 24);
-      return _mm256_set1_epi32(static_cast<int32_t>(kVnni ? word : word ^ 0x80808080u));
+      return _mm256_set1_epi32(static_cast<int32_t>(Dot::kExact ? word : word ^ 0x80808080u));
     };
     auto entry = [&](__m256i acc, int64_t e) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(weights_.data() + 32 * e));
-      return kVnni ? dot_u8s8(acc, gather4(e), w) : signed_dot(acc, gather4(e), w);
+      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cq_.weights.data() + 32 * e));
+      return Dot::kExact ? Dot::dot(acc, gather4(e), w) : signed_dot(acc, gather4(e), w);
     };
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-      const int64_t e1 = tile_start_[t + 1];
-      int64_t e = tile_start_[t];
+      const int64_t e1 = cq_.tile_start[t + 1];
+      int64_t e = cq_.tile_start[t];
       for (; e + 2 <= e1; e += 2) {
         acc0 = entry(acc0, e);
         acc1 = entry(acc1, e + 1);
       }
       if (e < e1) acc0 = entry(acc0, e);
-      const __m256i term = kVnni ? zero_point_term(t, x_zp) : signed_term(t, x_zp);
+      const __m256i term = Dot::kExact ? zero_point_term(t, x_zp) : signed_term(t, x_zp);
       epi.store(m, t * kTileRows, valid_rows(t), _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), term));
     }
   }
@@ -563,8 +530,8 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
   // columns are interleaved once into one int32 per activation row (lane m),
   // and each output row's 4 weights, broadcast, meet them by sign transfer:
   // acc[i] lane m is output row i with activation row m. kRaw: the buffer
-  // holds the raw activations (below 128 unless VNNI), multiplied with the
-  // raw weights.
+  // holds the raw activations (below 128 unless the dot is exact),
+  // multiplied with the raw weights.
   template <bool kRaw, class Epilogue>
   TSB_KERNEL_NOINLINE void column_quads_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
                                                int32_t x_zp, int64_t t_begin, int64_t t_end) const {
@@ -573,19 +540,19 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
     for (int64_t t = t_begin; t < t_end; ++t) {
       __m256i acc[8];
       for (auto& a : acc) a = _mm256_setzero_si256();
-      for (int64_t e = tile_start_[t]; e < tile_start_[t + 1]; ++e) {
-        const uint32_t* c = quad_cols_.data() + 4 * e;
+      for (int64_t e = cq_.tile_start[t]; e < cq_.tile_start[t + 1]; ++e) {
+        const uint32_t* c = cq_.cols.data() + 4 * e;
         const __m128i x01 = _mm_unpacklo_epi8(column(c[0]), column(c[1]));
         const __m128i x23 = _mm_unpacklo_epi8(column(c[2]), column(c[3]));
         const __m256i p = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(x01, x23)),
                                                   _mm_unpackhi_epi16(x01, x23), 1);
         const __m256i u = kRaw ? p : _mm256_abs_epi8(p);
-        const int8_t* w = weights_.data() + 32 * e;
+        const int8_t* w = cq_.weights.data() + 32 * e;
         for (int i = 0; i < 8; ++i) {
           int32_t w4;
           std::memcpy(&w4, w + 4 * i, 4);
           const __m256i wi = _mm256_set1_epi32(w4);
-          acc[i] = dot_u8s8(acc[i], u, kRaw ? wi : _mm256_sign_epi8(wi, p));
+          acc[i] = Dot::dot(acc[i], u, kRaw ? wi : _mm256_sign_epi8(wi, p));
         }
       }
       transpose_8x8_epi32(acc);  // acc[m] lane i: activation row m, output row i
@@ -596,13 +563,9 @@ class Avx2Plan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
-
-  std::vector<int32_t> tile_start_;  // first piece (quads) or entry (column quads) of each tile
-  std::vector<uint16_t> row_count_;  // quads: pieces per output row
-  std::vector<uint16_t> quad_idx_;   // quads: one per piece
-  std::vector<uint32_t> quad_cols_;  // column quads: 4 input columns per entry
-  std::vector<int8_t> weights_;      // 4 per piece, or 32 per entry (row i at 4 * i)
-  std::vector<int32_t> sign_offset_;  // quads without VNNI: padded as row_sum_
+  QuadRows q_;                        // quads layout
+  ColumnQuads cq_;                    // column quads layout
+  std::vector<int32_t> sign_offset_;  // quads with sign transfer: padded as row_sum_
 };
 
 }  // namespace

@@ -22,6 +22,13 @@
 #include "sparse_core.h"
 #include "x86_layouts.h"
 
+// Marks the batch kernels and GEMVs of the plans as functions of their own:
+// inlined into the plan's run(), they would make one very large function,
+// register-allocated as a whole, which costs the hot loops of every path.
+#ifndef TSB_KERNEL_NOINLINE
+#define TSB_KERNEL_NOINLINE __attribute__((noinline))
+#endif
+
 namespace tsb {
 namespace {
 
