@@ -61,8 +61,6 @@ TSB_TARGET_BEGIN("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
 namespace tsb {
 namespace {
 
-#define TSB_KERNEL_NOINLINE __attribute__((noinline))
-
 // Activation rows of one pass of the quad slots kernels: at most this many
 // rows are copied to the per-thread scratch (zero-padded to whole panels)
 // and run against each tile's steps while those are in cache.
