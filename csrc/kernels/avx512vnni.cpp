@@ -6,25 +6,27 @@
 // every partial sum is an exact int32, as in the reference. The zero point is
 // removed afterwards: acc = sum x * w - x_zp * row_sum (wrapping int32).
 //
-// Two packed layouts, both in tiles of 8 output channels:
+// Two packed layouts (x86_layouts.h):
 //
-//  * Quads (every block shape except rb >= 8 with cb <= 2): the QuadRows
-//    layout of x86_common.h, one 32-bit word of 4 weights per piece, which is
-//    exactly one vpdpbusd lane.
-//  * Column quads (rb in {8, 16}, cb in {1, 2}): the ColumnQuads layout of
-//    x86_common.h, four input columns c0..c3 and 32 int8 weights per entry,
-//    row i's w[i][c0..c3] in bytes 4i..4i+3, again one vpdpbusd lane per row.
+//  * Quad slots (every block shape except rb >= 8 with cb <= 2): tiles of 16
+//    output channels, one per 32-bit lane; each step holds one piece per
+//    channel, all in one 128-column panel, so a two-table permute
+//    (vpermt2d) of the panel's 128 activation bytes gives the step's 16
+//    activation words in one instruction. Every batch size runs the same
+//    kernel: up to 8 activation rows share each step's weight and index
+//    loads, with the panel's tables of each row held in registers; a single
+//    row streams the steps and loads each step's table instead.
+//  * Column quads (rb in {8, 16}, cb in {1, 2}): tiles of 8 output channels;
+//    four input columns c0..c3 and 32 int8 weights per entry, channel i's
+//    w[i][c0..c3] in bytes 4i..4i+3, one vpdpbusd lane per channel. One or
+//    two activation rows build each entry's word from 4 byte loads and
+//    broadcast it to the 8 channels; batches of 16 or 32 rows first re-lay
+//    the activations as 16 bytes per column and group of 16 rows (row i's
+//    byte at i) and multiply each entry with every group's interleaved words.
+//    Output sums are transposed to 8 channels of one row.
 //
-// Loop order: one or two activation rows are GEMVs that read the row directly:
-// quads assemble 8 pieces' activation words per vector from broadcast loads
-// and blends (16 pieces per step), column quads build each entry's word from
-// 4 byte loads and broadcast it to the 8 rows (4 entries per step). Batches of
-// 16 or 32 rows first re-lay the activations: quads as one 64-byte vector
-// per quad and group of 16 rows (row i's 4 bytes in lane i), column quads as
-// 16 bytes per column and group (row i's byte at i). Then each weight word is
-// broadcast and multiplied with the vectors of every group. Output sums are
-// transposed to 8 channels of one row for the epilogues of x86_common.h,
-// which repeat the reference's float operations in its order.
+// The epilogues (x86_common.h and the 16-row ones below) repeat the
+// reference's float operations in its order.
 //
 // The ISA is enabled for this file only (TSB_TARGET_BEGIN below); it runs only
 // after dispatch selected the variant. FMA stays disabled, as in avx2_plan.h.
@@ -73,9 +75,9 @@ struct alignas(64) Vec64 {
 
 // acc + the 4-byte dot products of unsigned u8 and signed s8, per 32-bit lane
 // (_mm512_dpbusd_epi32). Written as asm with the accumulator tied to the
-// output: GCC 12 otherwise copies loop-carried accumulators through another
-// register around every vpdpbusd, which puts the copies on the dependency
-// chain (measured 1.3-1.5x slower batch kernels).
+// output: with the intrinsic, GCC 12 copies loop-carried accumulators through
+// another register around every vpdpbusd, which puts the copies on the
+// dependency chain.
 inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
 #if defined(TSB_X86_EMULATION)
   return _mm512_dpbusd_epi32(acc, u8, s8);

@@ -30,6 +30,7 @@
 #include <cstring>
 
 #include "kernel_registry.h"
+#include "requantize.h"
 #include "sparse_core.h"
 
 // The dot-product kernels are compiled for ARMv8.2-A with the dot-product

@@ -1,6 +1,7 @@
 // The reference kernel: portable C++, any block shape, the oracle that every
 // other variant is tested against. Work is proportional to the stored blocks.
 #include "kernel_registry.h"
+#include "requantize.h"
 #include "sparse_core.h"
 
 #include <cmath>

@@ -5,16 +5,38 @@
 // the standalone drivers in test/native compile the same files without torch,
 // for x86 and, cross-compiled, for aarch64 under emulation.
 //
-// Numerics (every kernel variant must be bit-identical to the reference):
-//   acc[m][n]  = sum_k (x[m][k] - x_zp) * w[n][k]                 exact int32
-//   static:    v = (float(acc) + bias_scaled[n]) * requant_scale[n]
-//              y = clamp(rint_half_even(v) + y_zp, qmin, qmax)      (uint8)
-//              where requant_scale[n] = float(x_scale) * float(w_scale[n]) / float(y_scale)
-//              and   bias_scaled[n]   = bias[n] / (float(x_scale) * float(w_scale[n]))
-//              (the requantization of torch's dense quantized::linear under fbgemm);
-//              v is clamped to [qmin - y_zp, qmax - y_zp] before rounding.
-//   dynamic:   y = float(acc) * dequant_scale[n] + bias[n], then max(y, 0) with ReLU
-//              (a multiply then an add, each rounded to float: never a fused FMA).
+// Glossary (each word means this and only this in csrc/kernels):
+//   weight          N x K int8, N output channels ("channels"), K input columns.
+//   block shape     rb x cb: the weight is stored in rb-channel by cb-column
+//                   blocks (torch's sparse_block_shape / row_block_size,
+//                   col_block_size); a block is stored when any value is nonzero.
+//   BcsrMatrix      the canonical block-compressed-sparse-row form (below):
+//                   what is serialized and what every variant packs from.
+//   kernel variant  one implementation of the kernels for one ISA ("reference",
+//                   "avx2", "avxvnni", "avx512vnni", "neon", "neondot"); a
+//                   variant's packed form of one weight is its "plan".
+//   tile            the group of output channels a variant computes together
+//                   and the unit in which the op layer splits work between
+//                   threads: 8 channels (avx2, avxvnni, avx512vnni column
+//                   quads), 16 (avx512vnni quad slots), max(rb, 4) (neon).
+//   quad            4 consecutive input columns 4q .. 4q+3, one 32-bit word
+//                   of activations, one multiply-accumulate lane (vpdpbusd,
+//                   sdot).
+//   piece           one channel's 4 weights on one quad (x86 layouts).
+//   Packed layouts (x86_layouts.h, neon.cpp):
+//     QuadRows      per channel, its pieces in quad order (avx2, avxvnni).
+//     QuadSlots     per tile of 16 channels, "steps" of one piece per channel
+//                   ("slot"), each step within one 128-column "panel"
+//                   (avx512vnni).
+//     ColumnQuads   per tile of 8 channels, "entries" of 4 nonzero input
+//                   columns with the 8 channels' weights there (rb >= 8,
+//                   cb <= 2 on x86).
+//     neon quads    per block row, the rb x 4 weights at 4 input positions
+//                   (neon.cpp).
+//   batch buffer    a variant's per-call re-layout of several activation rows
+//                   (rows interleaved per quad or per column), built in
+//                   per-thread scratch.
+//
 #pragma once
 
 #include <cstddef>
@@ -172,11 +194,4 @@ std::string select_variant(const CpuFeatures& f, const std::string& forced,
 // for an unknown variant.
 std::unique_ptr<KernelPlan> make_plan(const BcsrMatrix& m, const std::string& variant);
 
-// Requantization of one static output value (the reference epilogue).
-inline uint8_t requantize_fbgemm_compatible(int32_t acc, float bias_scaled,
-                                            float requant_scale, int32_t y_zp,
-                                            int32_t qmin, int32_t qmax);
-
 }  // namespace tsb
-
-#include "requantize.h"

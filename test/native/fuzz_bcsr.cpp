@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../../csrc/kernels/requantize.h"
 #include "../../csrc/kernels/sparse_core.h"
 #include "host_cpu.h"
 
