@@ -62,14 +62,38 @@ at::Tensor padded_rows(const at::Tensor& x, int64_t M, int64_t K, int64_t Kp, ui
   return out;
 }
 
+// Runs fn(plan, t0, t1) over the plan's tiles: on the calling thread when the
+// product is small, else as one tile range per intra-op thread, the ranges
+// cut where the plan's work (not its tile count) is split evenly.
 template <typename Fn>
 void for_each_tile_range(const SparseLinearPackedParams& p, int64_t M, const Fn& fn) {
   const KernelPlan& plan = p.plan();
   const int64_t T = plan.num_tiles();
   const BcsrMatrix& w = p.weight();
   const int64_t work = w.num_blocks() * w.rb * w.cb * M;
-  const int64_t grain = work < kMinParallelWork ? T : 1;
-  at::parallel_for(0, T, grain, [&](int64_t t0, int64_t t1) { fn(plan, t0, t1); });
+  const int64_t parts = std::min<int64_t>(T, at::get_num_threads());
+  if (work < kMinParallelWork || parts <= 1 || at::in_parallel_region()) {
+    fn(plan, 0, T);
+    return;
+  }
+  const int64_t total = plan.work_before(T);
+  // The first tile t whose work_before(t) reaches part i's share.
+  auto boundary = [&](int64_t i) {
+    if (i >= parts) return T;
+    const int64_t target = total / parts * i + total % parts * i / parts;
+    int64_t lo = 0, hi = T;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (plan.work_before(mid) < target) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  };
+  at::parallel_for(0, parts, 1, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t t0 = boundary(i), t1 = boundary(i + 1);
+      if (t0 < t1) fn(plan, t0, t1);
+    }
+  });
 }
 
 // The static product of activation rows X (uint8 values in quint8 or uint8

@@ -114,6 +114,10 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
 
   const char* name() const override { return Dot::kName; }
   int64_t num_tiles() const override { return tiles_; }
+  // Entries (of 4 columns) or pieces, plus one per tile for its epilogue.
+  int64_t work_before(int64_t t) const override {
+    return t + (column_quads_ ? int64_t{cq_.tile_start[t]} : int64_t{q_.tile_start[t]} / 4);
+  }
   size_t packed_bytes() const override {
     return q_.bytes() + cq_.bytes() + (row_sum_.size() + sign_offset_.size()) * sizeof(int32_t);
   }

@@ -258,6 +258,10 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   // Column quads split work into tiles of 8 channels, quad slots into tiles
   // of 16.
   int64_t num_tiles() const override { return column_quads_ ? tiles_ : s_.tiles; }
+  // Entries or steps, plus one per tile for its epilogue.
+  int64_t work_before(int64_t t) const override {
+    return t + (column_quads_ ? int64_t{cq_.tile_start[t]} : s_.tile_start(t));
+  }
   size_t packed_bytes() const override {
     return s_.bytes() + cq_.bytes() + row_sum_.size() * sizeof(int32_t);
   }

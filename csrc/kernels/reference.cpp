@@ -15,6 +15,7 @@ class ReferencePlan final : public KernelPlan {
 
   const char* name() const override { return "reference"; }
   int64_t num_tiles() const override { return m_.block_rows(); }
+  int64_t work_before(int64_t t) const override { return t + int64_t{m_.row_ptr[t]} * m_.rb * m_.cb; }
   size_t packed_bytes() const override {
     return m_.row_ptr.size() * sizeof(int32_t) + m_.col_idx.size() * sizeof(int32_t) +
            m_.values.size() + row_sum_.size() * sizeof(int32_t);

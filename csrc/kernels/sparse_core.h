@@ -146,6 +146,10 @@ class KernelPlan {
   virtual ~KernelPlan() = default;
   virtual const char* name() const = 0;
   virtual int64_t num_tiles() const = 0;
+  // The work of tiles [0, t) for t in [0, num_tiles()], nondecreasing in t, in
+  // any unit proportional to run time (stored pieces, steps, entries): the op
+  // layer gives each thread a tile range of equal work, not of equal count.
+  virtual int64_t work_before(int64_t t) const { return t; }
   // Bytes of packed weight data this plan holds (indices, values, row sums).
   virtual size_t packed_bytes() const = 0;
   virtual void run_static(const StaticArgs& a, int64_t m_begin, int64_t m_end,

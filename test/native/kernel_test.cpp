@@ -131,6 +131,15 @@ void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& va
   for (const auto& name : variants) {
     auto plan = tsb::make_plan(bm, name);
     const int64_t T = plan->num_tiles();
+    // The work measure the op layer splits threads by: from 0, nondecreasing.
+    bool monotone = plan->work_before(0) >= 0;
+    for (int64_t t = 0; t < T; ++t) monotone &= plan->work_before(t) <= plan->work_before(t + 1);
+    ++g_checks;
+    if (!monotone) {
+      ++g_failures;
+      std::printf("FAIL %s work_before is not nondecreasing on N=%lld K=%lld block=%lldx%lld\n",
+                  name.c_str(), (long long)c.N, (long long)c.K, (long long)c.rb, (long long)c.cb);
+    }
     // Whole range, then the same work split into uneven pieces (as threads do).
     for (int split = 0; split < 2; ++split) {
       std::vector<uint8_t> out_s(ys, 7);
