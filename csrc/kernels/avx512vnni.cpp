@@ -102,12 +102,6 @@ inline int32_t load_i32(const void* p) {
   return v;
 }
 
-// 32 activations of one row; bytes at or past `len` read as 0.
-inline __m256i load_row32(const uint8_t* src, int64_t len) {
-  if (len >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
-  return _mm256_maskz_loadu_epi8(static_cast<__mmask32>((uint64_t{1} << len) - 1), src);
-}
-
 // 16 activations of one row; bytes at or past `len` read as 0.
 inline __m128i load_row16(const uint8_t* src, int64_t len) {
   if (len >= 16) return _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
@@ -329,9 +323,21 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     }
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
-      if (left <= 2) {  // one or two rows: a GEMV per row
+      if (left == 1) {
         column_quads_gemv(epi, x + m * ldx, m, x_zp, t_begin, t_end);
         ++m;
+        continue;
+      }
+      if (left <= 8) {  // 2 to 8 rows, sharing each entry's loads
+        const int rows = static_cast<int>(std::min<int64_t>(left, 8));
+        if (rows > 4) {
+          column_quads_rows<8>(epi, x, ldx, m, rows, x_zp, t_begin, t_end);
+        } else if (rows > 2) {
+          column_quads_rows<4>(epi, x, ldx, m, rows, x_zp, t_begin, t_end);
+        } else {
+          column_quads_rows<2>(epi, x, ldx, m, rows, x_zp, t_begin, t_end);
+        }
+        m += rows;
         continue;
       }
       const int groups = left > 16 ? 2 : 1;
@@ -504,6 +510,101 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       for (; e < e1; ++e) acc0 = entry(acc0, e);
       const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(acc0, acc1), _mm256_add_epi32(acc2, acc3));
       epi.store(m, t * kTileRows, valid_rows(t), _mm256_sub_epi32(sum, zero_point_term(t, x_zp)));
+    }
+  }
+
+  // Rows m0 .. m0 + rows - 1 (rows <= R, R in {2, 4, 8}) of column quads.
+  // The rows are first transposed so that each input column's R bytes are
+  // adjacent (missing rows zero); an entry's 4 columns then take 4 loads, and
+  // one byte shuffle turns them into the R rows' activation words. Each
+  // vector multiplies two rows' words (lanes 0-7 and 8-15, each broadcast to
+  // the 8 channels) with the entry's weights in both halves.
+  template <int R, class Epilogue>
+  TSB_KERNEL_NOINLINE void column_quads_rows(const Epilogue& epi, const uint8_t* x, int64_t ldx, int64_t m0,
+                                             int rows, int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    static_assert(R == 2 || R == 4 || R == 8, "R");
+    constexpr int P = R / 2;                 // row pairs, one accumulator each
+    constexpr int U = R == 8 ? 1 : 4 / R;    // entry sets in flight (4 or more chains)
+    uint8_t* xt = thread_scratch<Vec64>(static_cast<size_t>(ceil_div(kp_ * R, 64)))->b;
+    transpose_rows<R>(x + m0 * ldx, ldx, rows, xt);
+    // Lane i of pair p's vector reads row word 2p + i / 8.
+    __m512i pair_idx[P];
+    for (int p = 0; p < P; ++p) {
+      pair_idx[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2 * p)),
+                                       _mm256_set1_epi32(2 * p + 1), 1);
+    }
+    auto row_words = [&](int64_t e) {  // dword r: row r's word of entry e
+      const uint32_t* c = cq_.cols.data() + 4 * e;
+      if constexpr (R == 2) {
+        uint16_t v[4];
+        for (int j = 0; j < 4; ++j) std::memcpy(&v[j], xt + 2 * int64_t{c[j]}, 2);
+        const __m128i g = _mm_setr_epi16(static_cast<int16_t>(v[0]), static_cast<int16_t>(v[1]),
+                                         static_cast<int16_t>(v[2]), static_cast<int16_t>(v[3]), 0, 0, 0, 0);
+        return _mm512_castsi128_si512(
+            _mm_shuffle_epi8(g, _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, -1, -1, -1, -1, -1, -1, -1, -1)));
+      } else if constexpr (R == 4) {
+        const __m128i g = _mm_setr_epi32(load_i32(xt + 4 * int64_t{c[0]}), load_i32(xt + 4 * int64_t{c[1]}),
+                                         load_i32(xt + 4 * int64_t{c[2]}), load_i32(xt + 4 * int64_t{c[3]}));
+        return _mm512_castsi128_si512(
+            _mm_shuffle_epi8(g, _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)));
+      } else {
+        int64_t v[4];
+        for (int j = 0; j < 4; ++j) std::memcpy(&v[j], xt + 8 * int64_t{c[j]}, 8);
+        // Per 128-bit half: columns (c0, c1), then (c2, c3), as 16-bit pairs per row.
+        const __m256i g = _mm256_shuffle_epi8(
+            _mm256_setr_epi64x(v[0], v[1], v[2], v[3]),
+            _mm256_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15,
+                             0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+        const __m128i lo = _mm256_castsi256_si128(g), hi = _mm256_extracti128_si256(g, 1);
+        return _mm512_castsi256_si512(_mm256_set_m128i(_mm_unpackhi_epi16(lo, hi), _mm_unpacklo_epi16(lo, hi)));
+      }
+    };
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      __m512i acc[U][P];
+      for (int u = 0; u < U; ++u) {
+        for (int p = 0; p < P; ++p) acc[u][p] = _mm512_setzero_si512();
+      }
+      auto entry = [&](__m512i (&a)[P], int64_t e) {
+        const __m512i words = row_words(e);
+        const __m512i w = _mm512_broadcast_i64x4(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cq_.weights.data() + 32 * e)));
+        for (int p = 0; p < P; ++p) a[p] = dpbusd(a[p], _mm512_permutexvar_epi32(pair_idx[p], words), w);
+      };
+      int64_t e = cq_.tile_start[t];
+      const int64_t e1 = cq_.tile_start[t + 1];
+      for (; e + U <= e1; e += U) {
+        for (int u = 0; u < U; ++u) entry(acc[u], e + u);
+      }
+      for (; e < e1; ++e) entry(acc[0], e);
+      const __m256i zp = zero_point_term(t, x_zp);
+      for (int p = 0; p < P; ++p) {
+        __m512i sum = acc[0][p];
+        for (int u = 1; u < U; ++u) sum = _mm512_add_epi32(sum, acc[u][p]);
+        if (2 * p < rows) {
+          epi.store(m0 + 2 * p, t * kTileRows, valid_rows(t), _mm256_sub_epi32(_mm512_castsi512_si256(sum), zp));
+        }
+        if (2 * p + 1 < rows) {
+          epi.store(m0 + 2 * p + 1, t * kTileRows, valid_rows(t),
+                    _mm256_sub_epi32(_mm512_extracti64x4_epi64(sum, 1), zp));
+        }
+      }
+    }
+  }
+
+  // xt[k * R + i] = x[i][k] for rows i < rows and columns k < padded_k();
+  // rows rows .. R - 1 read as zero.
+  template <int R>
+  void transpose_rows(const uint8_t* x, int64_t ldx, int rows, uint8_t* xt) const {
+    for (int64_t k = 0; k < kp_; k += 16) {
+      const int64_t len = std::min<int64_t>(16, kp_ - k);
+      __m128i r[16];
+      for (int i = 0; i < 16; ++i) r[i] = i < rows ? load_row16(x + i * ldx + k, len) : _mm_setzero_si128();
+      transpose_16x16_epi8(r);  // r[j]: column k + j, byte = row
+      for (int64_t j = 0; j < len; ++j) {
+        alignas(16) uint8_t col[16];
+        _mm_store_si128(reinterpret_cast<__m128i*>(col), r[j]);
+        std::memcpy(xt + (k + j) * R, col, R);
+      }
     }
   }
 

@@ -69,6 +69,25 @@ inline __m512i maskz_mov_epi32(__mmask16 k, __m512i a) {
   for (int i = 0; i < 16; ++i) r[i] = ((k >> i) & 1) ? r[i] : 0u;
   return (__m512i)r;
 }
+inline __m512i castsi128_si512(__m128i a) {  // upper bytes undefined; zero here
+  __m512i r = setzero_si512();
+  std::memcpy(&r, &a, sizeof(a));
+  return r;
+}
+// vbroadcasti64x4: the 32 bytes of a in both halves.
+inline __m512i broadcast_i64x4(__m256i a) {
+  __m512i r;
+  std::memcpy(&r, &a, sizeof(a));
+  std::memcpy(reinterpret_cast<char*>(&r) + 32, &a, sizeof(a));
+  return r;
+}
+// vpermd: lane i is lane idx[i] & 15 of a; the higher bits of idx are ignored.
+inline __m512i permutexvar_epi32(__m512i idx, __m512i a) {
+  const v16su ta = (v16su)a, ti = (v16su)idx;
+  v16su r;
+  for (int i = 0; i < 16; ++i) r[i] = ta[ti[i] & 15u];
+  return (__m512i)r;
+}
 // vpmovzxbd: the 16 bytes of a, zero-extended to 32-bit lanes.
 inline __m512i cvtepu8_epi32(__m128i a) {
   const v16qu b = (v16qu)a;
@@ -245,6 +264,9 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #undef _mm512_load_si512
 #undef _mm512_loadu_si512
 #undef _mm512_cvtepu8_epi32
+#undef _mm512_castsi128_si512
+#undef _mm512_broadcast_i64x4
+#undef _mm512_permutexvar_epi32
 #undef _mm512_maskz_mov_epi32
 #undef _mm512_permutex2var_epi32
 #undef _mm512_store_si512
@@ -284,6 +306,9 @@ inline void mask_storeu_epi8_128(void* p, __mmask16 k, __m128i a) { mask_store<_
 #define _mm512_load_si512 tsb_x86_emulation::load_si512
 #define _mm512_loadu_si512 tsb_x86_emulation::loadu_si512
 #define _mm512_cvtepu8_epi32 tsb_x86_emulation::cvtepu8_epi32
+#define _mm512_castsi128_si512 tsb_x86_emulation::castsi128_si512
+#define _mm512_broadcast_i64x4 tsb_x86_emulation::broadcast_i64x4
+#define _mm512_permutexvar_epi32 tsb_x86_emulation::permutexvar_epi32
 #define _mm512_maskz_mov_epi32 tsb_x86_emulation::maskz_mov_epi32
 #define _mm512_permutex2var_epi32 tsb_x86_emulation::permutex2var_epi32
 #define _mm512_store_si512 tsb_x86_emulation::store_si512
