@@ -443,10 +443,8 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       }
       for (; s < end; ++s) step(acc[0][0], s);
     } else {
-      const int64_t* bounds = s_.panel_start.data() + t * s_.panels;
-      for (int64_t p = 0; p < s_.panels; ++p) {
-        const int64_t s0 = bounds[p], s1 = bounds[p + 1];
-        if (s0 == s1) continue;
+      for (int64_t run = s_.tile_run[t]; run < s_.tile_run[t + 1]; ++run) {
+        const int64_t p = s_.run_panel[run], s0 = s_.run_start[run], s1 = s_.run_start[run + 1];
         __m512i lo[R], hi[R];
         for (int i = 0; i < R; ++i) {
           lo[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes);

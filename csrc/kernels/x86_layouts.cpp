@@ -114,7 +114,7 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
   const int64_t quads = (m.padded_k() + 3) / 4;
   tiles = (m.N + kSlots - 1) / kSlots;
   panels = (quads + kPanelQuads - 1) / kPanelQuads;
-  panel_start.reserve(tiles * panels + 1);
+  tile_run.reserve(tiles + 1);
   std::vector<Piece> pieces;
   // by_panel[j][p]: channel j's pieces in panel p, in quad order.
   std::vector<std::vector<std::vector<Piece>>> by_panel(kSlots, std::vector<std::vector<Piece>>(panels));
@@ -126,10 +126,13 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
       channel_pieces(m, n, &pieces);
       for (const Piece& p : pieces) by_panel[j][p.first / kPanelQuads].push_back(p);
     }
+    tile_run.push_back(static_cast<int64_t>(run_panel.size()));
     for (int64_t p = 0; p < panels; ++p) {
-      panel_start.push_back(static_cast<int64_t>(step_panel.size()));
       size_t depth = 0;
       for (int64_t j = 0; j < kSlots; ++j) depth = std::max(depth, by_panel[j][p].size());
+      if (depth == 0) continue;
+      run_start.push_back(static_cast<int64_t>(step_panel.size()));
+      run_panel.push_back(static_cast<uint16_t>(p));
       for (size_t s = 0; s < depth; ++s) {
         Weights w{};
         Indices q{};
@@ -145,14 +148,15 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
       }
     }
   }
-  panel_start.push_back(static_cast<int64_t>(step_panel.size()));
+  tile_run.push_back(static_cast<int64_t>(run_panel.size()));
+  run_start.push_back(static_cast<int64_t>(step_panel.size()));
   weights.resize(weights.size() + kPadSteps, Weights{});
   indices.resize(indices.size() + kPadSteps, Indices{});
   step_panel.resize(step_panel.size() + kPadSteps, 0);
 }
 
 size_t QuadSlots::bytes() const {
-  return panel_start.size() * sizeof(int64_t) +
+  return (tile_run.size() + run_start.size()) * sizeof(int64_t) + run_panel.size() * sizeof(uint16_t) +
          step_panel.size() * (sizeof(Weights) + sizeof(Indices) + sizeof(uint16_t));
 }
 

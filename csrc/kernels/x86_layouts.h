@@ -79,16 +79,20 @@ struct QuadSlots {
 
   int64_t tiles = 0;
   int64_t panels = 0;                // ceil(quads / kPanelQuads)
-  // First step of panel p of tile t at [t * panels + p]; tiles * panels + 1
-  // entries, so that entry i + 1 ends the steps that entry i starts.
-  std::vector<int64_t> panel_start;
+  // The steps of a tile come in "runs", one per panel that holds any of the
+  // tile's pieces: run r covers steps run_start[r] .. run_start[r + 1] - 1,
+  // all in panel run_panel[r]; tile t's runs are tile_run[t] .. tile_run[t + 1] - 1.
+  // (Storage grows with the steps, not with tiles x panels.)
+  std::vector<int64_t> tile_run;     // tiles + 1 entries
+  std::vector<int64_t> run_start;    // runs + 1 entries
+  std::vector<uint16_t> run_panel;   // per run
   std::vector<Weights> weights;      // per step
   std::vector<Indices> indices;      // per step
   std::vector<uint16_t> step_panel;  // per step
 
   QuadSlots() = default;
   explicit QuadSlots(const BcsrMatrix& m);
-  int64_t tile_start(int64_t t) const { return panel_start[t * panels]; }
+  int64_t tile_start(int64_t t) const { return run_start[tile_run[t]]; }
   size_t bytes() const;
 };
 
