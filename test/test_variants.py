@@ -135,11 +135,15 @@ def test_ops_are_built_to_use_intra_op_threads():
 
 
 @pytest.mark.parametrize("kernel", RUNNABLE)
-def test_results_do_not_depend_on_thread_count(kernel):
+@pytest.mark.parametrize("block", [(1, 4), (8, 1)])
+@pytest.mark.parametrize("m", [1, 5, 33])
+def test_results_do_not_depend_on_thread_count(kernel, block, m):
+    # 1024 x 1024 at 30% density: even one row is enough work to use every thread.
     g = torch.Generator().manual_seed(8)
-    w = make_sparse_qweight(512, 384, (1, 4), 0.3, True, g)
-    packed = OPS._with_kernel(OPS.qlinear_prepack(w, torch.randn(512, generator=g), 1, 4), kernel)
-    xq, x = _inputs(g, 33, 384, False)
+    w = make_sparse_qweight(1024, 1024, block, 0.3, True, g)
+    b = torch.randn(1024, generator=g)
+    packed = OPS._with_kernel(OPS.qlinear_prepack(w, b, *block), kernel)
+    xq, x = _inputs(g, m, 1024, False)
     threads = torch.get_num_threads()
     results = []
     try:
@@ -148,6 +152,7 @@ def test_results_do_not_depend_on_thread_count(kernel):
             results.append((OPS.qlinear(xq, packed, 0.5, 128).int_repr(), OPS.qlinear_dynamic(x, packed)))
     finally:
         torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], reference_qlinear(xq, w, b, 0.5, 128, False))
     for s, d in results[1:]:
         assert torch.equal(s, results[0][0])
         assert torch.equal(d.view(torch.int32), results[0][1].view(torch.int32))
