@@ -353,8 +353,8 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
-  // Epilogue of one tile of a batch: part[g][r][i] is the sum of output row
-  // 8t + r for activation row m0 + 16g + i.
+  // Epilogue of one column quads tile of a batch: part[g][r][i] is the sum of
+  // output channel 8t + r for activation row m0 + 16g + i.
   template <int G, class Epilogue>
   void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][16], int64_t m0,
                         int rows, int64_t t, int32_t x_zp) const {
