@@ -68,6 +68,10 @@ namespace {
 // and run against each tile's steps while those are in cache.
 constexpr int64_t kSlotChunkRows = 64;
 
+// From this many rows on, blocks at least 4 columns wide run the batch
+// kernel on the canonical matrix (BcsrBatch below) instead of the quad slots.
+constexpr int64_t kBatchMinRows = 16;
+
 // Storage unit of the row scratch (aligned for 512-bit loads).
 struct alignas(64) Vec64 {
   uint8_t b[64];
@@ -100,6 +104,12 @@ inline int32_t load_i32(const void* p) {
   int32_t v;
   std::memcpy(&v, p, sizeof(v));
   return v;
+}
+
+// 32 activations of one row; bytes at or past `len` read as 0.
+inline __m256i load_row32(const uint8_t* src, int64_t len) {
+  if (len >= 32) return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src));
+  return _mm256_maskz_loadu_epi8(static_cast<__mmask32>((uint64_t{1} << len) - 1), src);
 }
 
 // 16 activations of one row; bytes at or past `len` read as 0.
@@ -243,6 +253,9 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       cq_ = ColumnQuads(m, tiles_, /*no_min_weight=*/false);
     } else {
       s_ = QuadSlots(m);
+      // Blocks of 4, 8 or 16 columns are whole pieces of the canonical matrix,
+      // which batches read directly (the plan refers to m, see make_plan).
+      if (m.cb >= 4 && m.num_blocks() > 0) bcsr_ = &m;
       // The slot epilogues read the row sums of whole 16-channel tiles.
       row_sum_.resize(std::max<size_t>(row_sum_.size(), static_cast<size_t>(s_.tiles * QuadSlots::kSlots)), 0);
     }
@@ -318,7 +331,19 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
            int64_t m_end, int64_t t_begin, int64_t t_end) const {
     if (m_begin >= m_end || t_begin >= t_end) return;
     if (!column_quads_) {
-      run_slots(epi, x, ldx, x_zp, m_begin, m_end, t_begin, t_end);
+      int64_t m = m_begin;
+      while (bcsr_ != nullptr && m_end - m >= kBatchMinRows) {
+        const int groups = m_end - m >= 32 ? 2 : 1;
+        Vec64* buf = thread_scratch<Vec64>(static_cast<size_t>(quads_ * groups));
+        pack_quads(x + m * ldx, ldx, 16 * groups, groups, buf);
+        if (groups == 2) {
+          bcsr_batch<2>(epi, buf, m, 32, x_zp, t_begin, t_end);
+        } else {
+          bcsr_batch<1>(epi, buf, m, 16, x_zp, t_begin, t_end);
+        }
+        m += 16 * groups;
+      }
+      run_slots(epi, x, ldx, x_zp, m, m_end, t_begin, t_end);
       return;
     }
     for (int64_t m = m_begin; m < m_end;) {
@@ -467,6 +492,119 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       __m512i sum = acc[0][i];
       for (int u = 1; u < U; ++u) sum = _mm512_add_epi32(sum, acc[u][i]);
       store_slot_tile(epi, m0 + i, t, sum, x_zp);
+    }
+  }
+
+  // ---- Batches on the canonical matrix (blocks with cb >= 4) ----
+
+  // Batch buffer: for quad q and group g of 16 activation rows,
+  // buf[q * groups + g] holds x[16g + i][4q .. 4q + 3] in lane i. Rows past
+  // `rows` and columns past padded_k() are zero.
+  void pack_quads(const uint8_t* x, int64_t ldx, int rows, int groups, Vec64* buf) const {
+    for (int g = 0; g < groups; ++g) {
+      for (int h = 0; h < 2; ++h) {
+        const int base = 16 * g + 8 * h;
+        const int valid = std::max(0, std::min(8, rows - base));
+        for (int64_t k = 0; k < kp_; k += 32) {
+          const int64_t len = std::min<int64_t>(32, kp_ - k);
+          __m256i r[8];
+          for (int i = 0; i < 8; ++i) {
+            r[i] = i < valid ? load_row32(x + (base + i) * ldx + k, len) : _mm256_setzero_si256();
+          }
+          transpose_8x8_epi32(r);  // r[j]: quad k / 4 + j, lane = row
+          const int64_t nq = ceil_div(len, 4);
+          for (int64_t j = 0; j < nq; ++j) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(buf[(k / 4 + j) * groups + g].b + 32 * h), r[j]);
+          }
+        }
+      }
+    }
+  }
+
+  template <int G, class Epilogue>
+  void bcsr_batch(const Epilogue& epi, const Vec64* buf, int64_t m0, int rows, int32_t x_zp,
+                  int64_t t_begin, int64_t t_end) const {
+    switch (bcsr_->cb) {
+      case 4: bcsr_batch<G, 1>(epi, buf, m0, rows, x_zp, t_begin, t_end); break;
+      case 8: bcsr_batch<G, 2>(epi, buf, m0, rows, x_zp, t_begin, t_end); break;
+      default: bcsr_batch<G, 4>(epi, buf, m0, rows, x_zp, t_begin, t_end); break;
+    }
+  }
+
+  // Rows [m0, m0 + rows) for 16 * G activation rows and the channels of slot
+  // tiles [t_begin, t_end), in 8-channel halves. Channel n's pieces are the
+  // CB4 = cb / 4 quads of each block of its block row: quad col_idx[j] * CB4 + i,
+  // weights at values[j * rb * cb + (n % rb) * cb + 4i]. Each piece's weight word
+  // is broadcast once and multiplied with G activation vectors; four
+  // accumulator sets hide the latency of vpdpbusd.
+  template <int G, int CB4, class Epilogue>
+  TSB_KERNEL_NOINLINE void bcsr_batch(const Epilogue& epi, const Vec64* buf, int64_t m0, int rows,
+                                      int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    constexpr int64_t kBlocksPerStep = 4 / CB4;
+    const BcsrMatrix& w = *bcsr_;
+    const int32_t* col = w.col_idx.data();
+    const int8_t* values = w.values.data();
+    const int64_t block_bytes = w.rb * w.cb;
+    alignas(64) int32_t part[G][8][16];
+    for (int64_t t8 = 2 * t_begin; t8 < std::min(2 * t_end, tiles_); ++t8) {
+      for (int r = 0; r < 8; ++r) {
+        __m512i a0[G], a1[G], a2[G], a3[G];
+        for (int g = 0; g < G; ++g) a0[g] = a1[g] = a2[g] = a3[g] = _mm512_setzero_si512();
+        const int64_t n = t8 * kTileRows + r;
+        if (n < n_) {
+          const int64_t br = n / w.rb, offset = (n % w.rb) * w.cb;
+          const int64_t j1 = w.row_ptr[br + 1];
+          // Piece i of block j; keep = 0 multiplies it by zero weights.
+          auto piece = [&](__m512i (&acc)[G], int64_t j, int i, int32_t keep) {
+            const __m512i wb = _mm512_set1_epi32(load_i32(values + j * block_bytes + offset + 4 * i) & keep);
+            const Vec64* xq = buf + (int64_t{col[j]} * CB4 + i) * G;
+            for (int g = 0; g < G; ++g) acc[g] = dpbusd(acc[g], _mm512_load_si512(xq + g), wb);
+          };
+          // Four pieces per step: 4 blocks of one quad, 2 of two, or 1 of four.
+          auto step = [&](int64_t j, int64_t last, int32_t keep0, int32_t keep1, int32_t keep2) {
+            if constexpr (CB4 == 1) {
+              piece(a0, j, 0, keep0);
+              piece(a1, std::min(j + 1, last), 0, keep1);
+              piece(a2, std::min(j + 2, last), 0, keep2);
+              piece(a3, std::min(j + 3, last), 0, 0);
+            } else if constexpr (CB4 == 2) {
+              piece(a0, j, 0, keep0);
+              piece(a1, j, 1, keep0);
+              piece(a2, std::min(j + 1, last), 0, keep1);
+              piece(a3, std::min(j + 1, last), 1, keep1);
+            } else {
+              piece(a0, j, 0, keep0);
+              piece(a1, j, 1, keep0);
+              piece(a2, j, 2, keep0);
+              piece(a3, j, 3, keep0);
+            }
+          };
+          int64_t j = w.row_ptr[br];
+          for (; j + kBlocksPerStep <= j1; j += kBlocksPerStep) {
+            if constexpr (CB4 == 1) {
+              piece(a0, j, 0, -1);
+              piece(a1, j + 1, 0, -1);
+              piece(a2, j + 2, 0, -1);
+              piece(a3, j + 3, 0, -1);
+            } else {
+              step(j, j1 - 1, -1, -1, -1);
+            }
+          }
+          // The last j1 - j < kBlocksPerStep blocks in one step without a
+          // data-dependent branch: blocks past the row's end read the row's
+          // last block (valid memory) with zero weights.
+          if (kBlocksPerStep > 1 && j1 > w.row_ptr[br]) {
+            const int64_t left = j1 - j, last = j1 - 1;
+            step(std::min(j, last), last, -static_cast<int32_t>(left > 0), -static_cast<int32_t>(left > 1),
+                 -static_cast<int32_t>(left > 2));
+          }
+        }
+        for (int g = 0; g < G; ++g) {
+          const __m512i sum = _mm512_add_epi32(_mm512_add_epi32(a0[g], a1[g]), _mm512_add_epi32(a2[g], a3[g]));
+          _mm512_store_si512(part[g][r], sum);
+        }
+      }
+      store_batch_tile<G>(epi, part, m0, rows, t8, x_zp);
     }
   }
 
@@ -664,6 +802,7 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   }
 
   QuadSlots s_;     // quad slots layout
+  const BcsrMatrix* bcsr_ = nullptr;  // the canonical matrix, for batches (cb >= 4)
   ColumnQuads cq_;  // column quads layout
 };
 

@@ -194,8 +194,9 @@ bool can_run(const std::string& variant, const CpuFeatures& f);
 std::string select_variant(const CpuFeatures& f, const std::string& forced,
                            std::string* error);
 
-// Builds `variant`'s plan for `m` (validated). Throws std::invalid_argument
-// for an unknown variant.
+// Builds `variant`'s plan for `m` (validated). The plan may read `m` when it
+// runs, so `m` must outlive it and stay unchanged. Throws
+// std::invalid_argument for an unknown variant.
 std::unique_ptr<KernelPlan> make_plan(const BcsrMatrix& m, const std::string& variant);
 
 }  // namespace tsb
