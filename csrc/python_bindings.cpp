@@ -23,8 +23,10 @@
 // catches it and calls torch.ops instead, so those cases keep torch.ops'
 // behaviour and messages.
 //
-// This is the only translation unit that includes torch's Python headers; the
-// kernel core stays free of torch headers. It includes only the headers it
+// This is the only translation unit that includes torch's Python headers, and
+// the Python extension module's only source: the ops it calls live in the ops
+// library (every other source; no Python), which the module links. The kernel
+// core stays free of torch headers. It includes only the headers it
 // uses, not <torch/extension.h> (the whole C++ frontend), because it is the
 // slowest file of the build to compile and every header adds to that.
 #include <pybind11/pybind11.h>

@@ -160,7 +160,7 @@ tar -C "$repo" --exclude=.git --exclude=__pycache__ --exclude=.pytest_cache \
   --exclude=build --exclude='*.egg-info' -cf - . | tar -C "$root/src" -xf -
 in_root "cd /src && pip install -q --use-pep517 . pytest expecttest numpy"
 
-# First import: torch.utils.cpp_extension builds the extension with the root's
+# First import: the package builds its two libraries (ninja) with the root's
 # g++ and ninja, emulated; the build cache lives in the root's ~/.cache and is
 # reused while sources, flags, compiler and torch stay the same.
 step "JIT build (python -m torch_sparse_backend build, under qemu -cpu $QEMU_CPU)"

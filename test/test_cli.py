@@ -97,25 +97,29 @@ def test_build_estimate_grows_with_the_units(monkeypatch):
 
 
 def test_build_reports_units_progress_and_time(tmp_path, monkeypatch, capsys):
-    # A stand-in for torch's ninja build: it writes one object file per source,
-    # a few at a time, as ninja does, so the progress thread has something to see.
+    # A stand-in for the ninja run: it writes one object file per source, a few
+    # at a time, as ninja does, so the progress thread has something to see, then
+    # the two libraries.
     root = tmp_path / "csrc"
     (root / "kernels").mkdir(parents=True)
     for name in ("python_bindings.cpp", "ops.cpp", "kernels/a.cpp", "kernels/b.cpp"):
         (root / name).write_text("// source\n")
     build = tmp_path / "build"
 
-    def fake_load(name, sources, build_directory, **kwargs):
-        for source in sources:
+    def fake_ninja(ninja, build_directory, verbose):
+        ninja_file = (build_directory / "build.ninja").read_text()
+        for source in _extension._sources(root):
+            assert f"build {source.stem}.o: compile {source}" in ninja_file
             time.sleep(0.3)
-            (Path(build_directory) / (Path(source).stem + ".o")).write_bytes(b"")
+            (build_directory / (source.stem + ".o")).write_bytes(b"")
         time.sleep(0.7)
-        return "the module"
+        (build_directory / "libtorch_sparse_backend_ops.so").write_bytes(b"")
+        (build_directory / "torch_sparse_backend_C.so").write_bytes(b"")
 
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", fake_load)
+    monkeypatch.setattr(_extension, "_run_ninja", fake_ninja)
     monkeypatch.setattr(_extension, "_PROGRESS_INTERVAL", 0.5)
-    monkeypatch.setattr(_extension, "_ninja_module_available", lambda: True)
-    assert _extension._build(root, build, verbose=False) == "the module"
+    monkeypatch.setattr(_extension, "_ninja_executable", lambda: "ninja")
+    _extension._build(root, build, verbose=False)
     lines = capsys.readouterr().err.splitlines()
     low, high = _extension.build_estimate(4)
     jobs = _extension.build_jobs(4)

@@ -7,7 +7,9 @@ plain-tensor forms ``{qlinear_prepack_int8, qlinear_unpack_int8, qlinear_uint8,
 qlinear_relu_uint8}``, and the TorchScript class
 ``torch.classes.torch_sparse_backend.SparseLinearPackedParams``.
 ``torch_sparse_backend.functional`` holds the same ops as Python functions that
-skip torch.ops' per-call overhead in eager mode.
+skip torch.ops' per-call overhead in eager mode. The ops and the class live in a
+library that needs no Python (:func:`ops_library_path`), which C++ programs load
+to run scripted models and AOTInductor packages (docs/deploy.md).
 
 ``python -m torch_sparse_backend`` imports this package before it runs
 ``__main__``; that import leaves the extension alone, so that ``--help`` and
@@ -19,6 +21,7 @@ import sys
 
 from ._extension import ExtensionBuildError
 from ._extension import load as _load
+from ._extension import ops_library_path
 
 
 def _imported_by_python_m() -> bool:
@@ -74,4 +77,5 @@ __all__ = [
     "get_default_static_sparse_quant_module_mappings",
     "info",
     "nn",
+    "ops_library_path",
 ]

@@ -33,6 +33,7 @@ def info() -> dict[str, object]:
         "active_kernel": ops._active_kernel() if built else None,
         "intra_op_threads": (torch.get_num_threads() if ops._intra_op_parallel() else 1) if built else None,
         "library": str(_extension.library_path()),
+        "ops_library": str(_extension.ops_library_path()),
         "cache_dir": str(_extension.cache_dir()),
         "sources": str(_extension.source_dir()),
         "compiler": _extension.compiler_version(),
