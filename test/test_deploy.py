@@ -75,7 +75,9 @@ def run_model():
     key = hashlib.sha256()
     for item in (EXAMPLE / "run_model.cpp", EXAMPLE / "CMakeLists.txt"):
         key.update(item.read_bytes())
-    for item in (torch.__version__, torch.utils.cmake_prefix_path, _extension.compiler_version()):
+    # The source directory too: CMake's cache records it, so another checkout needs its own build.
+    for item in (str(EXAMPLE.resolve()), torch.__version__, torch.utils.cmake_prefix_path,
+                 _extension.compiler_version()):
         key.update(item.encode())
     build = _extension.cache_dir() / "example_cpp" / key.hexdigest()[:16]
     cmake = _tool("cmake")
