@@ -329,3 +329,40 @@ def test_quantize_config_dense_fallback_and_filter():
         SparseInt8DynamicActivationInt8WeightConfig(max_density=2.0)
     with pytest.raises(TypeError, match="dense_config must be a torchao config"):
         SparseInt8DynamicActivationInt8WeightConfig(dense_config="int8")
+
+
+def test_config_without_torchao_says_how_to_install(monkeypatch):
+    import sys
+
+    import torch_sparse_backend.torchao as tsb_torchao
+
+    monkeypatch.setattr(tsb_torchao, "_config_class", None)
+    for name in [n for n in sys.modules if n == "torchao" or n.startswith("torchao.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"needs torchao .*pip install torchao==0\.18\.0"):
+        tsb_torchao.SparseInt8DynamicActivationInt8WeightConfig
+    # lower_pt2e reads the graph only: it still runs.
+    with pytest.raises(LoweringError, match="no quantized linear"):
+        lower_pt2e(torch.fx.symbolic_trace(torch.nn.Linear(4, 4)), block_shape=(1, 4))
+
+
+def test_demo_torchao_flow_compares_like_for_like(monkeypatch):
+    from torch_sparse_backend import demo_torchao
+
+    # The report is under test here; compiling (most of the demo's time) is tested above.
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
+    lines = []
+    result = demo_torchao.run(rounds=1, batch=4, out=lines.append)
+    text = "\n".join(lines)
+    assert result["exported_identical"] is True and result["compiled_identical"] is True
+    rows = {(r["flow"], r["mode"], r["form"]): r for r in result["models"]}
+    assert set(rows) == {("quantize_", "dynamic", "module"), ("quantize_", "dynamic", "torch.compile"),
+                         ("PT2E", "static", "torch.compile"), ("PT2E", "dynamic", "torch.compile")}
+    expected_sparse = {"quantize_": 3, "PT2E": 3}
+    for (flow, mode, form), r in rows.items():
+        sparse = 2 if (flow, mode) == ("PT2E", "static") else expected_sparse[flow]   # fc3's output is float
+        assert r["sparse_layers"] == sparse
+        assert r["speedup"] == pytest.approx(r["dense_ms"] / r["ours_ms"])
+        assert f"| {flow} | {mode} | {form} | {r['dense_ms']:.3f} | {r['ours_ms']:.3f} | {sparse} of 3 " \
+               f"| {r['speedup']:.2f}x |" in text
+    assert "static  fc3: stays dense: its output is not quantized" in text

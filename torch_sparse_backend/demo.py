@@ -512,6 +512,8 @@ def main(sparsity: float = 0.8, block: tuple[int, int] = (1, 4), batch: int = 16
     if flow == "torchao":
         from . import demo_torchao
 
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch's pytree, when copying GraphModules
+
         result = demo_torchao.run(sparsity=sparsity, block=block, batch=batch, rounds=rounds, threads=threads,
                                   max_density=max_density)
         ok = result["exported_identical"] and result["compiled_identical"]
