@@ -299,6 +299,12 @@ def _plan_linear(gm, node, index, shape_for, max_density) -> _Plan | LoweredLine
     block_shape = shape_for(node, name)
     if block_shape is None:
         return LoweredLinear(name, mode, None, None, None, "no block shape (not pruned)")
+    relu = len(node.users) == 1 and _is(next(iter(node.users)), *_RELU)
+    out = next(iter(node.users)) if relu else node
+    users = list(out.users)
+    if mode == "static" and not (len(users) == 1 and _is(users[0], _Q_TENSOR)):
+        return LoweredLinear(name, mode, block_shape, None, None,
+                             "its output is not quantized, or not only (our static ops have uint8 output)")
     w, scales = _weight(gm, w_dq, name)
     bias = None
     if bias_node is not None:
@@ -311,15 +317,9 @@ def _plan_linear(gm, node, index, shape_for, max_density) -> _Plan | LoweredLine
         logger.info("%s: %.1f%% of its %dx%d blocks are nonzero, above max_density=%.0f%%; left dense",
                     name, 100 * density, block_shape[0], block_shape[1], 100 * max_density)
         return LoweredLinear(name, mode, block_shape, density, None, f"density above max_density={max_density}")
-    relu = len(node.users) == 1 and _is(next(iter(node.users)), *_RELU)
-    out = next(iter(node.users)) if relu else node
     if mode == "dynamic":
         op = "qlinear_relu_dynamic" if relu else "qlinear_dynamic"
         return _Plan(LoweredLinear(name, mode, block_shape, density, op), out, x, relu, w, scales, bias)
-    users = list(out.users)
-    if not (len(users) == 1 and _is(users[0], _Q_TENSOR)):
-        return LoweredLinear(name, mode, block_shape, density, None,
-                             "its output is not quantized (our static ops have uint8 output)")
     q = users[0]
     y_scale, y_zp, qmin, qmax, y_dtype = q.args[1:6]
     if y_dtype not in _OFFSET:
@@ -445,6 +445,9 @@ def lower_pt2e(
         else:
             infos.append(plan)
     if not any(info.mode != "float" for info in infos):
+        if any(n.op == "call_function" and str(n.target).startswith("torch_sparse_backend.") for n in graph.nodes):
+            raise LoweringError("the graph is lowered already: it calls torch_sparse_backend ops and has no "
+                                "quantized linear left")
         raise LoweringError(
             f"no quantized linear found in the graph ({len(linears)} aten.linear node(s), none reading a "
             "quantized_decomposed dequantize): lower_pt2e takes the GraphModule returned by convert_pt2e"
