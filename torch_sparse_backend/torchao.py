@@ -175,7 +175,8 @@ class LoweringError(ValueError):
 class LoweredLinear:
     """One linear of the graph as :func:`lower_pt2e` saw it.
 
-    ``mode`` is ``"static"``, ``"dynamic"`` or ``"float"``; ``op`` names our op that
+    ``mode`` is ``"static"``, ``"dynamic"``, ``"float"`` or ``"unsupported"`` (a quantization
+    our ops do not run, on a layer that is not sparse); ``op`` names our op that
     replaced it, or is None for a layer left as it was, with ``reason`` saying why.
     """
 
@@ -293,10 +294,16 @@ def _plan_linear(gm, node, index, shape_for, max_density) -> _Plan | LoweredLine
     name = _module_name(node, index)
     args = list(node.args) + [None] * (3 - len(node.args))
     act_dq, w_dq, bias_node = args[0], args[1], node.kwargs.get("bias", args[2])
-    mode, x, x_qparams = _activation(act_dq, name)
+    block_shape = shape_for(node, name)
+    try:
+        mode, x, x_qparams = _activation(act_dq, name)
+    except LoweringError as e:
+        if block_shape is not None:
+            raise
+        # A layer that is not sparse stays as it is, whatever its quantization.
+        return LoweredLinear(name, "unsupported", None, None, None, str(e))
     if mode == "float":
         return LoweredLinear(name, "float", None, None, None, "its input is not quantized")
-    block_shape = shape_for(node, name)
     if block_shape is None:
         return LoweredLinear(name, mode, None, None, None, "no block shape (not pruned)")
     relu = len(node.users) == 1 and _is(next(iter(node.users)), *_RELU)
