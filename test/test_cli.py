@@ -39,7 +39,7 @@ def test_demo_help_shows_every_default(tmp_path):
     text = " ".join(out.stdout.split())
     for option, default in (("--sparsity", "0.8"), ("--block", "[1, 4]"), ("--batch", "16"),
                             ("--rounds", "31"), ("--threads", "1"), ("--max-density", "0.5"),
-                            ("--plot", "None")):
+                            ("--flow", "torch.ao"), ("--plot", "None")):
         assert re.search(re.escape(option) + r"\b.*?\(default: " + re.escape(default) + r"\)", text), option
 
 
@@ -76,6 +76,8 @@ def test_bad_demo_arguments_fail_before_building(tmp_path):
         (["--block", "3", "4"], "--block sizes must be from 1, 2, 4, 8, 16, got 3 4"),
         (["--rounds", "0"], "--rounds must be at least 1, got 0"),
         (["--max-density", "-1"], "--max-density must be in [0, 1], got -1.0"),
+        (["--flow", "torchao", "--plot", "x.png"], "--plot draws the torch.ao flow"),
+        (["--flow", "tf"], "argument --flow: invalid choice: 'tf'"),
     ):
         out = _run(["demo", *args], TORCH_SPARSE_BACKEND_CACHE=str(tmp_path))
         assert out.returncode == 2

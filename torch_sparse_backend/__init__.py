@@ -51,7 +51,7 @@ def _complete_import() -> None:
 if not _imported_by_python_m():
     _load()
 
-    from . import _fake, functional, nn  # noqa: F401
+    from . import _fake, functional, nn, torchao  # noqa: F401  (torchao imports the torchao package lazily)
     from ._density import DEFAULT_MAX_DENSITY, block_density
     from ._info import info
     from ._summary import summary
@@ -78,4 +78,5 @@ __all__ = [
     "info",
     "nn",
     "ops_library_path",
+    "torchao",
 ]

@@ -57,6 +57,7 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main(
         sparsity=args.sparsity, block=(args.block[0], args.block[1]), batch=args.batch,
         rounds=args.rounds, threads=args.threads, max_density=args.max_density, plot_path=args.plot,
+        flow=args.flow,
     )
 
 
@@ -81,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=1, help="intra-op threads while timing")
     demo.add_argument("--max-density", type=float, default=0.5,
                       help="layers with more nonzero blocks than this stay torch's dense int8")
+    demo.add_argument("--flow", choices=("torch.ao", "torchao"), default="torch.ao",
+                      help="torch.ao: eager and FX torch.ao.quantization flows (TorchScript); torchao: "
+                           "torchao's quantize_ and PT2E flows (torch.compile, torch.export; needs torchao)")
     demo.add_argument("--plot", metavar="PATH", default=None,
                       help="write a PNG of latency per layer and model (needs matplotlib)")
     sub.add_parser("build", formatter_class=formatter,
@@ -119,6 +123,8 @@ def _check_demo_arguments(p: argparse.ArgumentParser, args: argparse.Namespace) 
             problems.append(f"--{name} must be at least 1, got {getattr(args, name)}")
     if not 0.0 <= args.max_density <= 1.0:
         problems.append(f"--max-density must be in [0, 1], got {args.max_density}")
+    if args.plot is not None and args.flow == "torchao":
+        problems.append("--plot draws the torch.ao flow; the torchao flow prints a table only")
     if problems:
         p.error("; ".join(problems))
 

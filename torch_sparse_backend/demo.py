@@ -1,5 +1,8 @@
 """``python -m torch_sparse_backend demo``: prune, quantize, script and time a small model.
 
+``--flow torchao`` runs the same model through torchao's ``quantize_`` and PT2E
+flows instead (:mod:`torch_sparse_backend.demo_torchao`).
+
 Everything is made in code (no downloads): a 3-layer MLP with random weights is
 pruned to block sparsity with torch.ao.pruning and quantized, static and dynamic,
 through the two torch.ao flows: eager ``convert`` and FX ``prepare_fx`` /
@@ -496,11 +499,27 @@ def _pyplot():
 
 
 def main(sparsity: float = 0.8, block: tuple[int, int] = (1, 4), batch: int = 16, rounds: int = 31,
-         threads: int = 1, max_density: float = tsb.DEFAULT_MAX_DENSITY, plot_path: str | None = None) -> int:
+         threads: int = 1, max_density: float = tsb.DEFAULT_MAX_DENSITY, plot_path: str | None = None,
+         flow: str = "torch.ao") -> int:
+    if flow not in ("torch.ao", "torchao"):
+        raise ValueError(f"flow must be 'torch.ao' or 'torchao', got {flow!r}")
+    if plot_path is not None and flow == "torchao":
+        raise ValueError("--plot draws the torch.ao flow's per-layer times; the torchao flow prints a table only")
     if plot_path is not None:
         _pyplot()  # fail before the work, not after it
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if flow == "torchao":
+        from . import demo_torchao
+
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch's pytree, when copying GraphModules
+
+        result = demo_torchao.run(sparsity=sparsity, block=block, batch=batch, rounds=rounds, threads=threads,
+                                  max_density=max_density)
+        ok = result["exported_identical"] and result["compiled_identical"]
+        print()
+        print("demo finished" if ok else "demo FAILED: see the checks above")
+        return 0 if ok else 1
     result = run(sparsity=sparsity, block=block, batch=batch, rounds=rounds, threads=threads,
                  max_density=max_density)
     if plot_path is not None:
