@@ -524,10 +524,22 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   template <int G, class Epilogue>
   void bcsr_batch(const Epilogue& epi, const Vec64* buf, int64_t m0, int rows, int32_t x_zp,
                   int64_t t_begin, int64_t t_end) const {
+    // 1x4, 1x8 and 1x16 with each channel's blocks contiguous; the other
+    // row blocks with the block stride.
+    const bool rb1 = bcsr_->rb == 1;
     switch (bcsr_->cb) {
-      case 4: bcsr_batch<G, 1>(epi, buf, m0, rows, x_zp, t_begin, t_end); break;
-      case 8: bcsr_batch<G, 2>(epi, buf, m0, rows, x_zp, t_begin, t_end); break;
-      default: bcsr_batch<G, 4>(epi, buf, m0, rows, x_zp, t_begin, t_end); break;
+      case 4:
+        rb1 ? bcsr_batch<G, 1, true>(epi, buf, m0, rows, x_zp, t_begin, t_end)
+            : bcsr_batch<G, 1, false>(epi, buf, m0, rows, x_zp, t_begin, t_end);
+        break;
+      case 8:
+        rb1 ? bcsr_batch<G, 2, true>(epi, buf, m0, rows, x_zp, t_begin, t_end)
+            : bcsr_batch<G, 2, false>(epi, buf, m0, rows, x_zp, t_begin, t_end);
+        break;
+      default:
+        rb1 ? bcsr_batch<G, 4, true>(epi, buf, m0, rows, x_zp, t_begin, t_end)
+            : bcsr_batch<G, 4, false>(epi, buf, m0, rows, x_zp, t_begin, t_end);
+        break;
     }
   }
 
@@ -537,66 +549,72 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   // weights at values[j * rb * cb + (n % rb) * cb + 4i]. Each piece's weight word
   // is broadcast once and multiplied with G activation vectors; four
   // accumulator sets hide the latency of vpdpbusd.
-  template <int G, int CB4, class Epilogue>
+  template <int G, int CB4, bool kRb1, class Epilogue>
   TSB_KERNEL_NOINLINE void bcsr_batch(const Epilogue& epi, const Vec64* buf, int64_t m0, int rows,
                                       int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     constexpr int64_t kBlocksPerStep = 4 / CB4;
-    const BcsrMatrix& w = *bcsr_;
-    const int32_t* col = w.col_idx.data();
-    const int8_t* values = w.values.data();
-    const int64_t block_bytes = w.rb * w.cb;
+    const int32_t* const row_ptr = bcsr_->row_ptr.data();
+    const int32_t* const col = bcsr_->col_idx.data();
+    const int8_t* const values = bcsr_->values.data();
+    const int64_t rb = kRb1 ? 1 : bcsr_->rb, row_bytes = 4 * CB4, block_bytes = kRb1 ? row_bytes : rb * row_bytes;
+    // rb is a power of two: channel n is row n & (rb - 1) of block row n >> rb_shift.
+    int rb_shift = 0;
+    while ((int64_t{1} << rb_shift) < rb) ++rb_shift;
+    const int64_t n_end = n_, t8_end = std::min(2 * t_end, tiles_);
     alignas(64) int32_t part[G][8][16];
-    for (int64_t t8 = 2 * t_begin; t8 < std::min(2 * t_end, tiles_); ++t8) {
+    for (int64_t t8 = 2 * t_begin; t8 < t8_end; ++t8) {
       for (int r = 0; r < 8; ++r) {
         __m512i a0[G], a1[G], a2[G], a3[G];
         for (int g = 0; g < G; ++g) a0[g] = a1[g] = a2[g] = a3[g] = _mm512_setzero_si512();
         const int64_t n = t8 * kTileRows + r;
-        if (n < n_) {
-          const int64_t br = n / w.rb, offset = (n % w.rb) * w.cb;
-          const int64_t j1 = w.row_ptr[br + 1];
-          // Piece i of block j; keep = 0 multiplies it by zero weights.
-          auto piece = [&](__m512i (&acc)[G], int64_t j, int i, int32_t keep) {
-            const __m512i wb = _mm512_set1_epi32(load_i32(values + j * block_bytes + offset + 4 * i) & keep);
-            const Vec64* xq = buf + (int64_t{col[j]} * CB4 + i) * G;
+        if (n < n_end) {
+          const int64_t br = n >> rb_shift;
+          const int64_t j0 = row_ptr[br], j1 = row_ptr[br + 1];
+          // Block j's column and the channel's cb weights in it.
+          const int32_t* c = col + j0;
+          const int8_t* v = values + j0 * block_bytes + (n & (rb - 1)) * row_bytes;
+          // Piece i of the block at (c, v); keep = 0 multiplies it by zero weights.
+          auto piece = [&](__m512i (&acc)[G], const int32_t* cb, const int8_t* vb, int i, int32_t keep) {
+            const __m512i wb = _mm512_set1_epi32(load_i32(vb + 4 * i) & keep);
+            const Vec64* xq = buf + (int64_t{*cb} * CB4 + i) * G;
             for (int g = 0; g < G; ++g) acc[g] = dpbusd(acc[g], _mm512_load_si512(xq + g), wb);
           };
           // Four pieces per step: 4 blocks of one quad, 2 of two, or 1 of four.
-          auto step = [&](int64_t j, int64_t last, int32_t keep0, int32_t keep1, int32_t keep2) {
+          int64_t left = j1 - j0;
+          for (; left >= kBlocksPerStep; left -= kBlocksPerStep) {
             if constexpr (CB4 == 1) {
-              piece(a0, j, 0, keep0);
-              piece(a1, std::min(j + 1, last), 0, keep1);
-              piece(a2, std::min(j + 2, last), 0, keep2);
-              piece(a3, std::min(j + 3, last), 0, 0);
+              piece(a0, c, v, 0, -1);
+              piece(a1, c + 1, v + block_bytes, 0, -1);
+              piece(a2, c + 2, v + 2 * block_bytes, 0, -1);
+              piece(a3, c + 3, v + 3 * block_bytes, 0, -1);
             } else if constexpr (CB4 == 2) {
-              piece(a0, j, 0, keep0);
-              piece(a1, j, 1, keep0);
-              piece(a2, std::min(j + 1, last), 0, keep1);
-              piece(a3, std::min(j + 1, last), 1, keep1);
+              piece(a0, c, v, 0, -1);
+              piece(a1, c, v, 1, -1);
+              piece(a2, c + 1, v + block_bytes, 0, -1);
+              piece(a3, c + 1, v + block_bytes, 1, -1);
             } else {
-              piece(a0, j, 0, keep0);
-              piece(a1, j, 1, keep0);
-              piece(a2, j, 2, keep0);
-              piece(a3, j, 3, keep0);
+              piece(a0, c, v, 0, -1);
+              piece(a1, c, v, 1, -1);
+              piece(a2, c, v, 2, -1);
+              piece(a3, c, v, 3, -1);
             }
-          };
-          int64_t j = w.row_ptr[br];
-          for (; j + kBlocksPerStep <= j1; j += kBlocksPerStep) {
-            if constexpr (CB4 == 1) {
-              piece(a0, j, 0, -1);
-              piece(a1, j + 1, 0, -1);
-              piece(a2, j + 2, 0, -1);
-              piece(a3, j + 3, 0, -1);
-            } else {
-              step(j, j1 - 1, -1, -1, -1);
-            }
+            c += kBlocksPerStep;
+            v += kBlocksPerStep * block_bytes;
           }
-          // The last j1 - j < kBlocksPerStep blocks in one step without a
-          // data-dependent branch: blocks past the row's end read the row's
-          // last block (valid memory) with zero weights.
-          if (kBlocksPerStep > 1 && j1 > w.row_ptr[br]) {
-            const int64_t left = j1 - j, last = j1 - 1;
-            step(std::min(j, last), last, -static_cast<int32_t>(left > 0), -static_cast<int32_t>(left > 1),
-                 -static_cast<int32_t>(left > 2));
+          // The last left < kBlocksPerStep blocks in one step without a
+          // data-dependent branch: a block past the row's end is read as the
+          // row's first block, or block 0 (the matrix has one), with zero weights.
+          if constexpr (kBlocksPerStep > 1) {
+            const int64_t back = j1 > j0 ? j1 - j0 - left : j0;  // to a stored block
+            auto at = [&](int64_t b) { return b < left ? b : -back; };
+            if constexpr (CB4 == 1) {
+              piece(a0, c + at(0), v + at(0) * block_bytes, 0, -static_cast<int32_t>(left > 0));
+              piece(a1, c + at(1), v + at(1) * block_bytes, 0, -static_cast<int32_t>(left > 1));
+              piece(a2, c + at(2), v + at(2) * block_bytes, 0, -static_cast<int32_t>(left > 2));
+            } else {
+              piece(a0, c + at(0), v + at(0) * block_bytes, 0, -static_cast<int32_t>(left > 0));
+              piece(a1, c + at(0), v + at(0) * block_bytes, 1, -static_cast<int32_t>(left > 0));
+            }
           }
         }
         for (int g = 0; g < G; ++g) {
