@@ -24,6 +24,9 @@ const std::vector<Variant>& variants() {
       {"neon", [](const CpuFeatures& f) { return f.neon; }, make_neon_plan},
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
+#if defined(TSB_HAVE_AMX)
+      {"amx", [](const CpuFeatures& f) { return f.avx512vnni && f.amx_tile && f.amx_int8; }, make_amx_plan},
+#endif
       {"avx512vnni", [](const CpuFeatures& f) { return f.avx512vnni; }, make_avx512vnni_plan},
 #if defined(TSB_HAVE_AVXVNNI)
       {"avxvnni", [](const CpuFeatures& f) { return f.avx2 && f.avx_vnni; }, make_avxvnni_plan},
