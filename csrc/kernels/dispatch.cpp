@@ -74,7 +74,13 @@ std::string select_variant(const CpuFeatures& f, const std::string& forced,
       return "";
     }
     if (!v->runs_on(f)) {
-      if (error != nullptr) *error = "kernel variant '" + forced + "' cannot run on this CPU";
+      if (error != nullptr) {
+        *error = "kernel variant '" + forced + "' cannot run on this CPU";
+        if (forced == "amx") {
+          *error += " (it needs AVX-512 VNNI, AMX-TILE and AMX-INT8, and an OS that grants the "
+                    "tile data to the process: Linux 5.16 or later)";
+        }
+      }
       return "";
     }
     return forced;
