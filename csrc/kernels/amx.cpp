@@ -16,10 +16,11 @@
 //    weight tile is expanded from the plan's sparse pieces (4 weights of one
 //    channel on one quad, with their place in the tile) into a tile buffer of
 //    1 KB, all-zero tiles skipped, and multiplied with every activation row
-//    of the call. Up to kPanelTiles expanded tiles are held at once (16 KB,
-//    in L1); when a channel tile has more, its sums are stored between
-//    panels and loaded back. Nothing expands the whole matrix and the packed
-//    weight stays sparse.
+//    of a block of rows (up to 512; all the rows of most calls). Up to
+//    kPanelTiles expanded tiles are held at once (16 KB, in L1); when a
+//    channel tile has more, its sums are stored between panels and loaded
+//    back. Nothing expands the whole matrix and the packed weight stays
+//    sparse.
 //
 // Tiles: palette 1, tmm0..tmm3 accumulate up to 64 activation rows x 16
 // channels (int32), tmm4 and tmm5 hold activation tiles (16 rows x 64
@@ -103,6 +104,9 @@ constexpr int64_t kTileRowsAmx = 16;  // activation rows per A tile and channels
 constexpr int64_t kTileCols = 64;     // input columns (bytes) per A tile and B tile
 constexpr int64_t kMaxGroups = 4;     // A tiles (16 rows each) per pass: tmm0..tmm3
 constexpr int64_t kPanelTiles = 16;   // expanded fine weight tiles held at once
+// Activation bytes per block of rows of the fine path (copied, then read once
+// per channel tile and panel): a bound on the per-thread buffer for any batch.
+constexpr int64_t kFineRowBytes = 256 * 1024;
 
 // A weight tile as tdpbusd's B operand: 16 rows (quads) of 64 bytes.
 struct alignas(64) WeightTile {
@@ -441,14 +445,26 @@ class AmxPlan final : public KernelPlan, private TiledPlanShape {
     store_acc<G>(sums);
   }
 
+  // Rows [m_begin, m_end) in blocks of at most kFineRowBytes of activations
+  // (between 64 and 512 rows), each block with every tile of [t_begin, t_end).
+  template <class Epilogue>
+  void run_fine(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
+                int64_t m_end, int64_t t_begin, int64_t t_end) const {
+    const int64_t row_bytes = chunks_ * kTileCols;
+    const int64_t block = std::min<int64_t>(512, std::max<int64_t>(64, kFineRowBytes / row_bytes / 64 * 64));
+    for (int64_t m = m_begin; m < m_end; m += block) {
+      fine_rows(epi, x, ldx, x_zp, m, std::min(m_end, m + block), t_begin, t_end);
+    }
+  }
+
   // Rows [m_begin, m_end) are copied to a buffer of whole 64-column chunks and
   // whole groups of 16 rows, zero-padded, so that every A tile loads from it
   // directly. Per channel tile and panel of up to kPanelTiles nonempty chunks,
   // the panel's weight tiles are expanded once and multiplied with all rows,
   // 64 at a time; between panels the sums wait in `spill`.
   template <class Epilogue>
-  void run_fine(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
-                int64_t m_end, int64_t t_begin, int64_t t_end) const {
+  void fine_rows(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
+                 int64_t m_end, int64_t t_begin, int64_t t_end) const {
     const int64_t rows = m_end - m_begin;
     const int64_t padded_rows = ceil_div(rows, kTileRowsAmx) * kTileRowsAmx;
     const int64_t row_bytes = chunks_ * kTileCols;
