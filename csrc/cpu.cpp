@@ -4,8 +4,11 @@
 #include <ATen/cpu/Utils.h>
 #include <c10/util/Exception.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <unordered_map>
+
+#include "kernels/kernel_registry.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #include <cpuid.h>
@@ -34,6 +37,9 @@ CpuFeatures features_from_cpu() {
   // __builtin_cpu_supports knows it); the OS enables its state with AVX2's.
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   f.avx_vnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
+  // AMX-TILE and AMX-INT8 as CPUID reports them; detect() adds the OS's part.
+  f.amx_tile = cpuid_amx_tile();
+  f.amx_int8 = cpuid_amx_int8();
 #elif defined(__aarch64__)
   f.neon = true;  // Advanced SIMD is part of AArch64.
 #if defined(__linux__) && defined(HWCAP_ASIMDDP)
@@ -57,6 +63,14 @@ CpuFeatures detect() {
                aten("avx512_vl", own.avx512bw);
   f.avx512vnni = f.avx512bw && aten("avx512_vnni", own.avx512vnni);
   f.avx_vnni = aten("avx_vnni", own.avx_vnni);
+#if defined(__x86_64__) || defined(_M_X64)
+  // The tiles are usable only when the OS enables their state and grants the
+  // tile data to this process (requested here, once): neither cpuinfo nor
+  // CPUID alone tells.
+  const bool tile_data = amx_tile_data_granted();
+  f.amx_tile = tile_data && aten("amx_tile", own.amx_tile);
+  f.amx_int8 = tile_data && aten("amx_int8", own.amx_int8);
+#endif
   f.neon = aten("neon", own.neon);
   f.neon_dot = f.neon && aten("dot", own.neon_dot);
 #if defined(__aarch64__)
@@ -82,6 +96,8 @@ std::vector<std::string> cpu_feature_names() {
   if (f.avx512bw) names.emplace_back("avx512bw");
   if (f.avx512vnni) names.emplace_back("avx512vnni");
   if (f.avx_vnni) names.emplace_back("avx_vnni");
+  if (f.amx_tile) names.emplace_back("amx_tile");
+  if (f.amx_int8) names.emplace_back("amx_int8");
   if (f.neon) names.emplace_back("neon");
   if (f.neon_dot) names.emplace_back("neon_dot");
   return names;
@@ -94,6 +110,43 @@ std::vector<std::string> runnable_variants() {
   }
   return names;
 }
+
+namespace {
+
+// TORCH_SPARSE_BACKEND_AMX_MIN_ROWS (an integer >= 1) and
+// TORCH_SPARSE_BACKEND_AMX_MIN_FILL (a number in [0, 1]) override the amx
+// variant's choice between its tiles and its avx512vnni plan (AmxTuning in
+// kernels/kernel_registry.h), for benchmarking the crossover. Read once,
+// before the first plan is made; a bad value throws here, and again on the
+// next call.
+void apply_amx_tuning() {
+#if defined(TSB_HAVE_AMX)
+  static const bool applied = [] {
+    AmxTuning t = amx_tuning();
+    if (const char* env = std::getenv("TORCH_SPARSE_BACKEND_AMX_MIN_ROWS"); env && *env) {
+      char* end = nullptr;
+      errno = 0;
+      const long long v = std::strtoll(env, &end, 10);
+      TORCH_CHECK_VALUE(errno == 0 && *end == '\0' && v >= 1,
+                        "TORCH_SPARSE_BACKEND_AMX_MIN_ROWS: expected an integer >= 1, got '", env, "'");
+      t.min_rows = v;
+    }
+    if (const char* env = std::getenv("TORCH_SPARSE_BACKEND_AMX_MIN_FILL"); env && *env) {
+      char* end = nullptr;
+      errno = 0;
+      const double v = std::strtod(env, &end);
+      TORCH_CHECK_VALUE(errno == 0 && *end == '\0' && v >= 0.0 && v <= 1.0,
+                        "TORCH_SPARSE_BACKEND_AMX_MIN_FILL: expected a number in [0, 1], got '", env, "'");
+      t.fine_min_fill = v;
+    }
+    set_amx_tuning(t);
+    return true;
+  }();
+  (void)applied;
+#endif
+}
+
+}  // namespace
 
 const std::string& active_variant() {
   // Read once: every plan of the process uses the same variant. A bad value
@@ -109,6 +162,7 @@ const std::string& active_variant() {
 }
 
 std::unique_ptr<KernelPlan> make_plan_for_cpu(const BcsrMatrix& m, const std::string& variant) {
+  apply_amx_tuning();
   if (variant.empty()) return make_plan(m, active_variant());
   std::string error;
   const std::string chosen = select_variant(cpu_features(), variant, &error);

@@ -19,7 +19,8 @@ namespace tsb {
 const CpuFeatures& cpu_features();
 
 // Names of the features cpu_features() holds, in CpuFeatures' order: "avx2",
-// "avx512bw", "avx512vnni", "avx_vnni", "neon", "neon_dot".
+// "avx512bw", "avx512vnni", "avx_vnni", "amx_tile", "amx_int8", "neon",
+// "neon_dot". The AMX ones mean that this process may also use the tiles.
 std::vector<std::string> cpu_feature_names();
 
 // The compiled kernel variants this CPU runs, best first, ending with "reference".
@@ -33,7 +34,9 @@ const std::string& active_variant();
 
 // The plan of kernel variant `variant` for `m` (validated), or of
 // active_variant() when `variant` is "". Throws c10::ValueError when `variant`
-// is not compiled in or cannot run on this CPU.
+// is not compiled in or cannot run on this CPU, or when the amx variant's
+// tuning variables (TORCH_SPARSE_BACKEND_AMX_MIN_ROWS, _MIN_FILL; see cpu.cpp)
+// hold bad values.
 std::unique_ptr<KernelPlan> make_plan_for_cpu(const BcsrMatrix& m, const std::string& variant);
 
 }  // namespace tsb

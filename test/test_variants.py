@@ -59,6 +59,11 @@ def test_cpu_features_agree_with_the_kernel():
         # Older Linux kernels do not list avx_vnni: without the flag either answer is right.
         if "avx_vnni" in flags or ("avx_vnni" in features and "avx2" in expected):
             expected.add("avx_vnni")
+        # Linux lists AMX only when it manages the tile state; the plugin also
+        # asks for the tile data (arch_prctl), which such a kernel grants.
+        for amx in ("amx_tile", "amx_int8"):
+            if amx in flags:
+                expected.add(amx)
     elif machine in ("aarch64", "arm64"):
         expected = {"neon"} | ({"neon_dot"} if "asimddp" in flags else set())
     else:
@@ -173,6 +178,51 @@ def test_environment_variable_forces_the_kernel():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0
     assert "TORCH_SPARSE_BACKEND_KERNEL: unknown kernel variant 'no_such_kernel'" in out.stderr
+
+
+def test_amx_tiles_for_every_batch_or_a_clear_error():
+    # On a CPU with AMX: the variant tests again, with the amx variant using
+    # its tiles for every batch size and density (docs/amx.md). Elsewhere,
+    # forcing amx is an error that says what it needs.
+    if os.uname().machine not in ("x86_64", "AMD64"):
+        assert "amx" not in OPS._compiled_kernels()
+        return
+    assert "amx" in OPS._compiled_kernels(), "the amx variant needs GCC 11 or Clang 12"
+    env = dict(os.environ, TORCH_SPARSE_BACKEND_AMX_MIN_ROWS="1", TORCH_SPARSE_BACKEND_AMX_MIN_FILL="0")
+    if "amx" in RUNNABLE:
+        out = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)),
+             "-k", "matches_reference and amx"],
+            env=env, capture_output=True, text=True, cwd=ROOT, timeout=900,
+        )
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+        assert " passed" in out.stdout and " failed" not in out.stdout
+        return
+    env["TORCH_SPARSE_BACKEND_KERNEL"] = "amx"
+    code = (
+        "import torch, torch_sparse_backend as t\n"
+        "w = torch._make_per_tensor_quantized_tensor(torch.ones(4, 4, dtype=torch.int8), 0.1, 0)\n"
+        "torch.ops.torch_sparse_backend.qlinear_prepack(w, None, 1, 4)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0
+    assert "kernel variant 'amx' cannot run on this CPU (it needs AVX-512 VNNI, AMX-TILE and AMX-INT8" in out.stderr
+
+
+@pytest.mark.parametrize("name, value", [("MIN_ROWS", "0"), ("MIN_ROWS", "16x"), ("MIN_FILL", "1.5"), ("MIN_FILL", "nan")])
+def test_amx_tuning_variables_are_checked(name, value):
+    if "amx" not in OPS._compiled_kernels():
+        assert os.uname().machine not in ("x86_64", "AMD64"), "the amx variant needs GCC 11 or Clang 12"
+        return
+    env = dict(os.environ, **{f"TORCH_SPARSE_BACKEND_AMX_{name}": value})
+    code = (
+        "import torch, torch_sparse_backend as t\n"
+        "w = torch._make_per_tensor_quantized_tensor(torch.ones(4, 4, dtype=torch.int8), 0.1, 0)\n"
+        "torch.ops.torch_sparse_backend.qlinear_prepack(w, None, 1, 4)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0
+    assert f"TORCH_SPARSE_BACKEND_AMX_{name}: expected" in out.stderr
 
 
 def test_sanitizer_build_is_separate_and_needs_the_asan_runtime(monkeypatch):

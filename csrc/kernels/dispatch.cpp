@@ -24,6 +24,9 @@ const std::vector<Variant>& variants() {
       {"neon", [](const CpuFeatures& f) { return f.neon; }, make_neon_plan},
 #endif
 #if defined(__x86_64__) || defined(_M_X64)
+#if defined(TSB_HAVE_AMX)
+      {"amx", [](const CpuFeatures& f) { return f.avx512vnni && f.amx_tile && f.amx_int8; }, make_amx_plan},
+#endif
       {"avx512vnni", [](const CpuFeatures& f) { return f.avx512vnni; }, make_avx512vnni_plan},
 #if defined(TSB_HAVE_AVXVNNI)
       {"avxvnni", [](const CpuFeatures& f) { return f.avx2 && f.avx_vnni; }, make_avxvnni_plan},
@@ -71,7 +74,13 @@ std::string select_variant(const CpuFeatures& f, const std::string& forced,
       return "";
     }
     if (!v->runs_on(f)) {
-      if (error != nullptr) *error = "kernel variant '" + forced + "' cannot run on this CPU";
+      if (error != nullptr) {
+        *error = "kernel variant '" + forced + "' cannot run on this CPU";
+        if (forced == "amx") {
+          *error += " (it needs AVX-512 VNNI, AMX-TILE and AMX-INT8, and an OS that grants the "
+                    "tile data to the process: Linux 5.16 or later)";
+        }
+      }
       return "";
     }
     return forced;

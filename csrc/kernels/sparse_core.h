@@ -13,12 +13,12 @@
 //   BcsrMatrix      the canonical block-compressed-sparse-row form (below):
 //                   what is serialized and what every variant packs from.
 //   kernel variant  one implementation of the kernels for one ISA ("reference",
-//                   "avx2", "avxvnni", "avx512vnni", "neon", "neondot"); a
+//                   "avx2", "avxvnni", "avx512vnni", "amx", "neon", "neondot"); a
 //                   variant's packed form of one weight is its "plan".
 //   tile            the group of output channels a variant computes together
 //                   and the unit in which the op layer splits work between
 //                   threads: 8 channels (avx2, avxvnni, avx512vnni column
-//                   quads), 16 (avx512vnni quad slots), max(rb, 4) (neon).
+//                   quads), 16 (avx512vnni quad slots, amx), max(rb, 4) (neon).
 //   quad            4 consecutive input columns 4q .. 4q+3, one 32-bit word
 //                   of activations, one multiply-accumulate lane (vpdpbusd,
 //                   sdot).
@@ -178,6 +178,10 @@ struct CpuFeatures {
   bool avx512bw = false;
   bool avx512vnni = false;
   bool avx_vnni = false;  // AVX-VNNI: the VEX-encoded vpdpbusd
+  // AMX-TILE and AMX-INT8, each true only when the OS also lets this process
+  // use the tile data (see amx_tile_data_granted in kernel_registry.h).
+  bool amx_tile = false;
+  bool amx_int8 = false;
   bool neon = false;
   bool neon_dot = false;
 };

@@ -10,12 +10,32 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "../../csrc/kernels/kernel_registry.h"
 #include "../../csrc/kernels/sparse_core.h"
 #include "host_cpu.h"
 
 namespace {
+
+// The amx variant as dispatch makes it ("amx": tiles for calls of 16 rows or
+// more, fine blocks only when their tiles are full enough), and with tiles for
+// every call and every density ("amx/tiles"), so that the tile path also runs
+// on batches of 1 to 15 rows and on sparse fine blocks.
+const char* const kAmxTiles = "amx/tiles";
+
+std::unique_ptr<tsb::KernelPlan> make_test_plan(const tsb::BcsrMatrix& bm, const std::string& name) {
+#if defined(TSB_HAVE_AMX)
+  if (name == kAmxTiles) {
+    tsb::AmxTuning always;
+    always.min_rows = 1;
+    always.fine_min_fill = 0.0;
+    return tsb::make_amx_plan(bm, always);
+  }
+#endif
+  return tsb::make_plan(bm, name);
+}
 
 int g_failures = 0;
 int g_checks = 0;
@@ -129,7 +149,7 @@ void run_case(std::mt19937& g, const Case& c, const std::vector<std::string>& va
   ref->run_dynamic(da, 0, c.M, 0, ref->num_tiles());
 
   for (const auto& name : variants) {
-    auto plan = tsb::make_plan(bm, name);
+    auto plan = make_test_plan(bm, name);
     const int64_t T = plan->num_tiles();
     // The work measure the op layer splits threads by: from 0, nondecreasing.
     bool monotone = plan->work_before(0) >= 0;
@@ -181,7 +201,7 @@ void check_quantize_activations(std::mt19937& g, const std::vector<std::string>&
   std::uniform_real_distribution<float> uni(-300.f, 300.f), big(-3e38f, 3e38f);
   std::uniform_int_distribution<int> zp_dist(0, 255), half(-300, 300);
   for (const auto& name : variants) {
-    auto plan = tsb::make_plan(bm, name);
+    auto plan = make_test_plan(bm, name);
     for (int round = 0; round < 60; ++round) {
       const int64_t n = round % 37 + (round % 3) * 64;
       const float inv_scale = round % 4 == 0 ? 1.f : (round % 4 == 1 ? 0.37f : 9.5f);
@@ -219,7 +239,7 @@ void check_finite_min_max(std::mt19937& g, const std::vector<std::string>& varia
   std::uniform_real_distribution<float> uni(-300.f, 300.f);
   const float specials[] = {NAN, INFINITY, -INFINITY, -0.f, 0.f, 3e38f, -3e38f};
   for (const auto& name : variants) {
-    auto plan = tsb::make_plan(bm, name);
+    auto plan = make_test_plan(bm, name);
     for (int round = 0; round < 80; ++round) {
       const int64_t n = 1 + round % 41 + (round % 3) * 64;
       std::vector<float> x(n);
@@ -246,8 +266,11 @@ void check_dispatch() {
     tsb::CpuFeatures f;
     const char* best;
   };
-  auto features = [](bool avx2, bool avx512bw, bool avx512vnni, bool avx_vnni, bool neon, bool neon_dot) {
+  auto features = [](bool avx2, bool avx512bw, bool avx512vnni, bool avx_vnni, bool neon, bool neon_dot,
+                     bool amx = false) {
     tsb::CpuFeatures f;
+    f.amx_tile = amx;
+    f.amx_int8 = amx;
     f.avx2 = avx2;
     f.avx512bw = avx512bw;
     f.avx512vnni = avx512vnni;
@@ -267,6 +290,19 @@ void check_dispatch() {
   cases.push_back({features(true, true, true, false, false, false), "avx512vnni"});  // Cascade Lake, Ice Lake
   cases.push_back({features(true, true, true, true, false, false), "avx512vnni"});   // Sapphire Rapids, Zen 5
   cases.push_back({features(false, false, false, true, false, false), "reference"});  // no AVX2: no avxvnni
+  bool have_amx = false;
+  for (const auto& v : tsb::compiled_variants()) have_amx |= v == "amx";
+  // Sapphire Rapids, Emerald Rapids, Granite Rapids (avx512vnni where the compiler had no AMX).
+  cases.push_back({features(true, true, true, true, false, false, true), have_amx ? "amx" : "avx512vnni"});
+  cases.push_back({features(true, true, false, false, false, false, true), "avx2"});  // AMX without VNNI: no amx
+  {
+    tsb::CpuFeatures tile_only = features(true, true, true, true, false, false);
+    tile_only.amx_tile = true;  // AMX-TILE without AMX-INT8
+    cases.push_back({tile_only, "avx512vnni"});
+    tsb::CpuFeatures int8_only = features(true, true, true, true, false, false);
+    int8_only.amx_int8 = true;
+    cases.push_back({int8_only, "avx512vnni"});
+  }
 #endif
 #if defined(__aarch64__)
   cases.push_back({features(false, false, false, false, true, false), "neon"});
@@ -292,16 +328,68 @@ void check_dispatch() {
   }
 }
 
-// A build with run.sh --x86-emulated runs the avx512vnni and avxvnni code on
-// any x86-64 CPU with AVX2, their AVX-512 and VNNI instructions emulated
-// (x86_emulation.h).
+// A build with run.sh --x86-emulated runs the avx512vnni, avxvnni and amx
+// code on any x86-64 CPU with AVX2, their AVX-512, VNNI and AMX instructions
+// emulated (x86_emulation.h, amx_emulation.h).
 bool emulated(const std::string& variant) {
+#if defined(TSB_AMX_EMULATION)
+  if (variant == "amx") return true;
+#endif
 #if defined(TSB_X86_EMULATION)
   return variant == "avx512vnni" || variant == "avxvnni";
 #else
   (void)variant;
   return false;
 #endif
+}
+
+// One plan run from several threads at once, each on its own tile range and
+// rows, as the op layer's intra-op threads do: every thread starts without a
+// tile configuration, so a tile instruction before the plan loads one faults
+// (on hardware and in amx_emulation.h).
+void check_threads(std::mt19937& g, const std::vector<std::string>& variants) {
+  for (auto [rb, cb] : {std::pair<int64_t, int64_t>{16, 4}, {1, 4}}) {
+    const Case c{48, 80, 300, rb, cb, 0.5, 0, false, true};
+    const std::vector<int8_t> w = make_weight(g, c);
+    const tsb::BcsrMatrix bm = tsb::pack_bcsr(w.data(), c.N, c.K, c.rb, c.cb);
+    std::vector<uint8_t> x(c.M * c.K);
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (auto& v : x) v = static_cast<uint8_t>(byte(g));
+    std::vector<float> rq(c.N, 1e-3f), bs(c.N, 7.f);
+    tsb::StaticArgs sa;
+    sa.x = x.data();
+    sa.ldx = c.K;
+    sa.x_zero_point = 3;
+    sa.ldy = c.N;
+    sa.requant_scale = rq.data();
+    sa.bias_scaled = bs.data();
+    sa.y_zero_point = 100;
+    std::vector<uint8_t> ref(c.M * c.N, 7);
+    auto reference = tsb::make_plan(bm, "reference");
+    sa.y = ref.data();
+    reference->run_static(sa, 0, c.M, 0, reference->num_tiles());
+    for (const auto& name : variants) {
+      auto plan = make_test_plan(bm, name);
+      const int64_t T = plan->num_tiles();
+      std::vector<uint8_t> out(c.M * c.N, 7);
+      tsb::StaticArgs a = sa;
+      a.y = out.data();
+      std::vector<std::thread> threads;
+      for (int i = 0; i < 4; ++i) {  // rows [0, 32) or [32, 48), tiles [0, T/2) or [T/2, T)
+        const int64_t m0 = i % 2 ? 32 : 0, m1 = i % 2 ? c.M : 32;
+        const int64_t t0 = i / 2 ? T / 2 : 0, t1 = i / 2 ? T : T / 2;
+        threads.emplace_back([&plan, a, m0, m1, t0, t1] { plan->run_static(a, m0, m1, t0, t1); });
+      }
+      for (auto& t : threads) t.join();
+      ++g_checks;
+      const int64_t d = count_diff(out, ref);
+      if (d) {
+        ++g_failures;
+        std::printf("FAIL %s from 4 threads, block=%lldx%lld: %lld outputs differ\n", name.c_str(),
+                    (long long)rb, (long long)cb, (long long)d);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -318,6 +406,12 @@ int main(int argc, char** argv) {
       skipped += " " + v;
     }
   }
+  // The amx variant also runs with tiles for every call (see kAmxTiles).
+  std::vector<std::string> amx_variants;
+  for (const auto& v : variants) {
+    if (v == "amx") amx_variants = {"amx", kAmxTiles};
+  }
+  if (!amx_variants.empty()) variants.push_back(kAmxTiles);
   std::printf("variants under test:");
   for (const auto& v : variants) std::printf(" %s", v.c_str());
   std::printf("\nvariants this CPU cannot run:%s\n", skipped.empty() ? " none" : skipped.c_str());
@@ -394,6 +488,35 @@ int main(int argc, char** argv) {
     }
     run_case(g, Case{40, 60, 1800, rb, cb, 0.2, 3, false, true}, variants);
     run_case(g, Case{33, 60, 1800, rb, cb, 0.2, 4, true, true}, variants);
+  }
+  // The amx variant on every block shape, every batch size its paths split
+  // differently (partial groups of 16 rows, one to four groups per pass,
+  // several passes), empty, sparse, half and full densities, with K ending
+  // inside a 64-column chunk; and K over 16 nonempty chunks, so that the fine
+  // path's sums wait between panels of expanded weight tiles.
+  if (!amx_variants.empty()) {
+    const double densities[] = {0.0, 0.05, 0.5, 1.0};
+    int j = 0;
+    for (int64_t rb : blocks) {
+      for (int64_t cb : blocks) {
+        for (int64_t M : {0, 1, 2, 3, 5, 8, 16, 17, 33, 64}) {
+          for (double d : densities) {
+            ++j;
+            Case c{M, j % 3 == 0 ? 16 : (j % 3 == 1 ? 33 : 40), j % 2 ? 130 : 64, rb, cb, d, j % 5, j % 2 == 0, j % 4 < 2};
+            c.tight = j % 3 == 0;
+            run_case(g, c, amx_variants);
+          }
+        }
+      }
+    }
+    for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {8, 1}, {2, 2}, {16, 4}, {16, 1}}) {
+      for (int64_t M : {3, 40, 70}) {
+        Case c{M, 40, 2200, rb, cb, 0.5, static_cast<int>(M % 3), M == 40, true};
+        c.tight = M == 70;
+        run_case(g, c, amx_variants);
+      }
+    }
+    check_threads(g, amx_variants);
   }
   check_quantize_activations(g, variants);
   check_finite_min_max(g, variants);

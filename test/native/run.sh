@@ -6,10 +6,11 @@
 #   test/native/run.sh --arm               aarch64 cross build, run under qemu-aarch64
 #                                          with a CPU without (cortex-a53) and with (max)
 #                                          the dot-product extension
-#   test/native/run.sh --x86-emulated      x86-64 with AVX2: the avx512vnni and avxvnni
-#                                          variants' code with their AVX-512 and VNNI
-#                                          instructions emulated (x86_emulation.h),
-#                                          under the sanitizers
+#   test/native/run.sh --x86-emulated      x86-64 with AVX2: the avx512vnni, avxvnni and
+#                                          amx variants' code with their AVX-512, VNNI
+#                                          and AMX instructions emulated
+#                                          (x86_emulation.h, amx_emulation.h), under
+#                                          the sanitizers
 #   test/native/run.sh --x86-emulated --clang   the same built with clang++
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -33,10 +34,11 @@ elif [[ "${1:-}" == "--x86-emulated" ]]; then
     shift
     cxx=(clang++)
   fi
-  emulation=(-Wno-psabi -DTSB_X86_EMULATION="\"$here/x86_emulation.h\"")
+  emulation=(-Wno-psabi -DTSB_X86_EMULATION="\"$here/x86_emulation.h\""
+             -DTSB_AMX_EMULATION="\"$here/amx_emulation.h\"")
   "${cxx[@]}" "${flags[@]/-O2/-O1}" -march=x86-64 -g -fsanitize=address,undefined \
     -fno-sanitize-recover=all "${emulation[@]}" "${src[@]}" -o "$out/kernel_test_x86_emulated"
-  "$out/kernel_test_x86_emulated" --require avx512vnni avxvnni "${@}"
+  "$out/kernel_test_x86_emulated" --require avx512vnni avxvnni amx "${@}"
 elif [[ "${1:-}" == "--arm" ]]; then
   aarch64-linux-gnu-g++ "${flags[@]}" -static "${src[@]}" -o "$out/kernel_test_arm"
   echo "== qemu-aarch64 -cpu cortex-a53 (NEON, no dot-product)"
