@@ -354,7 +354,7 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
         continue;
       }
       if (left <= 8) {  // 2 to 8 rows, sharing each entry's loads
-        const int rows = static_cast<int>(std::min<int64_t>(left, 8));
+        const int rows = static_cast<int>(left);
         if (rows > 4) {
           column_quads_rows<8>(epi, x, ldx, m, rows, x_zp, t_begin, t_end);
         } else if (rows > 2) {
