@@ -468,8 +468,16 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       }
       for (; s < end; ++s) step(acc[0][0], s);
     } else {
-      for (int64_t run = s_.tile_run[t]; run < s_.tile_run[t + 1]; ++run) {
-        const int64_t p = s_.run_panel[run], s0 = s_.run_start[run], s1 = s_.run_start[run + 1];
+      const uint16_t* run_panel = s_.run_panel.data();
+      const int64_t* run_start = s_.run_start.data();
+      const int64_t run_end = s_.tile_run[t + 1];
+      int64_t run = s_.tile_run[t];
+      // Each run's panel is read during the run before it, so that its tables'
+      // addresses are known when the previous run's last step retires.
+      int64_t next_panel = run_panel[run];
+      for (; run < run_end; ++run) {
+        const int64_t p = next_panel, s0 = run_start[run], s1 = run_start[run + 1];
+        next_panel = run_panel[run + 1];
         __m512i lo[R], hi[R];
         for (int i = 0; i < R; ++i) {
           lo[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes);

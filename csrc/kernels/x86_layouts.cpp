@@ -150,6 +150,7 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
   }
   tile_run.push_back(static_cast<int64_t>(run_panel.size()));
   run_start.push_back(static_cast<int64_t>(step_panel.size()));
+  run_panel.push_back(0);
   weights.resize(weights.size() + kPadSteps, Weights{});
   indices.resize(indices.size() + kPadSteps, Indices{});
   step_panel.resize(step_panel.size() + kPadSteps, 0);

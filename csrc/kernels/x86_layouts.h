@@ -85,7 +85,7 @@ struct QuadSlots {
   // (Storage grows with the steps, not with tiles x panels.)
   std::vector<int64_t> tile_run;     // tiles + 1 entries
   std::vector<int64_t> run_start;    // runs + 1 entries
-  std::vector<uint16_t> run_panel;   // per run
+  std::vector<uint16_t> run_panel;   // per run, and a 0 after the last
   std::vector<Weights> weights;      // per step
   std::vector<Indices> indices;      // per step
   std::vector<uint16_t> step_panel;  // per step
