@@ -14,9 +14,9 @@ __all__ = ["DEFAULT_MAX_DENSITY", "SparsityDecision", "block_density", "decide"]
 logger = logging.getLogger("torch_sparse_backend")
 
 # Above this fraction of nonzero blocks the sparse kernels are no faster than
-# torch's dense int8 kernels at large batches (scripts/bench.py compares them),
-# so such layers are converted to torch's dense quantized modules instead.
-DEFAULT_MAX_DENSITY = 0.5
+# torch's dense int8 kernels at every batch size (scripts/bench.py compares
+# them), so such layers are converted to torch's dense quantized modules.
+DEFAULT_MAX_DENSITY = 0.35
 
 
 def block_density(weight: torch.Tensor, block_shape: tuple[int, int]) -> float:
