@@ -115,33 +115,44 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
   tiles = (m.N + kSlots - 1) / kSlots;
   panels = (quads + kPanelQuads - 1) / kPanelQuads;
   tile_run.reserve(tiles + 1);
-  std::vector<Piece> pieces;
-  // by_panel[j][p]: channel j's pieces in panel p, in quad order.
-  std::vector<std::vector<std::vector<Piece>>> by_panel(kSlots, std::vector<std::vector<Piece>>(panels));
+  // Per tile, each channel's pieces in quad order, hence in panel order; the
+  // runs are made panel by panel, each channel's cursor advancing through its
+  // pieces, so the work grows with the pieces and runs, not with the panels.
+  std::vector<std::vector<Piece>> pieces(kSlots);
   for (int64_t t = 0; t < tiles; ++t) {
+    size_t next[kSlots] = {};
     for (int64_t j = 0; j < kSlots; ++j) {
-      for (auto& v : by_panel[j]) v.clear();
       const int64_t n = t * kSlots + j;
-      if (n >= m.N) continue;
-      channel_pieces(m, n, &pieces);
-      for (const Piece& p : pieces) by_panel[j][p.first / kPanelQuads].push_back(p);
+      if (n < m.N) {
+        channel_pieces(m, n, &pieces[j]);
+      } else {
+        pieces[j].clear();
+      }
     }
     tile_run.push_back(static_cast<int64_t>(run_panel.size()));
-    for (int64_t p = 0; p < panels; ++p) {
-      size_t depth = 0;
-      for (int64_t j = 0; j < kSlots; ++j) depth = std::max(depth, by_panel[j][p].size());
-      if (depth == 0) continue;
+    for (;;) {
+      // The lowest panel that a channel's next piece lies in.
+      int64_t p = panels;
+      for (int64_t j = 0; j < kSlots; ++j) {
+        if (next[j] < pieces[j].size()) p = std::min<int64_t>(p, pieces[j][next[j]].first / kPanelQuads);
+      }
+      if (p == panels) break;
       run_start.push_back(static_cast<int64_t>(step_panel.size()));
       run_panel.push_back(static_cast<uint16_t>(p));
-      for (size_t s = 0; s < depth; ++s) {
+      for (bool any = true; any;) {  // one step: each channel's next piece in panel p
         Weights w{};
         Indices q{};
+        any = false;
         for (int64_t j = 0; j < kSlots; ++j) {
-          if (s >= by_panel[j][p].size()) continue;  // padding: index 0, weight 0
-          const Piece& piece = by_panel[j][p][s];
+          if (next[j] >= pieces[j].size() || pieces[j][next[j]].first / kPanelQuads != p) {
+            continue;  // padding: index 0, weight 0
+          }
+          const Piece& piece = pieces[j][next[j]++];
           for (int b = 0; b < 4; ++b) w.w[4 * j + b] = piece.second[b];
           q.q[j] = static_cast<uint8_t>(piece.first % kPanelQuads);
+          any = true;
         }
+        if (!any) break;
         weights.push_back(w);
         indices.push_back(q);
         step_panel.push_back(static_cast<uint16_t>(p));
