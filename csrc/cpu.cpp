@@ -10,44 +10,8 @@
 
 #include "kernels/kernel_registry.h"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
-#include <cpuid.h>
-#endif
-#if defined(__aarch64__) && defined(__linux__)
-#include <asm/hwcap.h>
-#include <sys/auxv.h>
-#endif
-
 namespace tsb {
 namespace {
-
-// The features as the CPU reports them, without ATen: CPUID on x86-64 (through
-// the compiler's CPU model, which also checks that the OS enabled the AVX and
-// AVX-512 register state), HWCAP on aarch64 Linux. Features it cannot tell
-// stay false.
-CpuFeatures features_from_cpu() {
-  CpuFeatures f;
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
-  __builtin_cpu_init();
-  f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  f.avx512bw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
-  f.avx512vnni = f.avx512bw && __builtin_cpu_supports("avx512vnni");
-  // AVX-VNNI is CPUID leaf 7, subleaf 1, EAX bit 4 (not every compiler's
-  // __builtin_cpu_supports knows it); the OS enables its state with AVX2's.
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  f.avx_vnni = f.avx2 && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && (eax & (1u << 4)) != 0;
-  // AMX-TILE and AMX-INT8 as CPUID reports them; detect() adds the OS's part.
-  f.amx_tile = cpuid_amx_tile();
-  f.amx_int8 = cpuid_amx_int8();
-#elif defined(__aarch64__)
-  f.neon = true;  // Advanced SIMD is part of AArch64.
-#if defined(__linux__) && defined(HWCAP_ASIMDDP)
-  f.neon_dot = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
-#endif
-#endif
-  return f;
-}
 
 CpuFeatures detect() {
   const std::unordered_map<std::string, c10::IValue> caps = at::cpu::get_cpu_capabilities();
@@ -56,7 +20,7 @@ CpuFeatures detect() {
     const auto it = caps.find(key);
     return it != caps.end() && it->second.isBool() ? it->second.toBool() : fallback;
   };
-  const CpuFeatures own = features_from_cpu();
+  const CpuFeatures own = cpu_features_reported();
   CpuFeatures f;
   f.avx2 = aten("avx2", own.avx2) && aten("fma3", own.avx2);
   f.avx512bw = aten("avx512_f", own.avx512bw) && aten("avx512_bw", own.avx512bw) &&

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "../csrc/kernels/sparse_core.h"
-#include "../test/native/host_cpu.h"
 
 using namespace tsb;
 
@@ -82,7 +81,7 @@ void bench(int64_t N, int64_t K, int64_t M, int64_t rb, int64_t cb, double spars
 
 int main(int argc, char** argv) {
   std::vector<std::string> variants;
-  const CpuFeatures f = tsb_test::host_cpu_features();
+  const CpuFeatures f = tsb::cpu_features_reported();
   if (argc >= 7) {
     for (int i = 7; i < argc; ++i) variants.push_back(argv[i]);
     if (variants.empty()) variants.push_back(select_variant(f, "", nullptr));

@@ -20,7 +20,7 @@ std::unique_ptr<KernelPlan> make_avx512vnni_plan(const BcsrMatrix& m);
 std::unique_ptr<KernelPlan> make_avxvnni_plan(const BcsrMatrix& m);
 #endif
 
-// AMX (amx_os.cpp, compiled with every compiler): what the CPU reports in
+// AMX (cpu_report.cpp, compiled with every compiler): what the CPU reports in
 // CPUID leaf 7, EDX bit 24 (AMX-TILE) and bit 25 (AMX-INT8).
 bool cpuid_amx_tile();
 bool cpuid_amx_int8();

@@ -171,8 +171,8 @@ class KernelPlan {
   }
 };
 
-// CPU features that select a kernel variant. The core does not detect them:
-// the op layer does (csrc/cpu.cpp) and passes them in.
+// CPU features that select a kernel variant. Dispatch does not detect them: it
+// chooses from the features it is given.
 struct CpuFeatures {
   bool avx2 = false;
   bool avx512bw = false;
@@ -185,6 +185,13 @@ struct CpuFeatures {
   bool neon = false;
   bool neon_dot = false;
 };
+
+// The features as the CPU and the OS report them, without torch
+// (cpu_report.cpp): CPUID, and the OS's grant of the AMX tile data, on x86-64;
+// HWCAP on aarch64 Linux. Features it cannot tell stay false. The op layer
+// (csrc/cpu.cpp) combines them with ATen's cpuinfo; the torch-free test and
+// benchmark programs use them as they are.
+CpuFeatures cpu_features_reported();
 
 // Variants compiled into this build, best first, ending with "reference".
 const std::vector<std::string>& compiled_variants();

@@ -20,7 +20,6 @@
 
 #include "../../csrc/kernels/requantize.h"
 #include "../../csrc/kernels/sparse_core.h"
-#include "host_cpu.h"
 
 namespace {
 
@@ -267,7 +266,7 @@ void check_valid_matrix(FuzzedDataProvider& d, const tsb::BcsrMatrix& m,
   da.bias = bias.data();
   da.relu = relu;
 
-  const tsb::CpuFeatures features = tsb_test::host_cpu_features();
+  const tsb::CpuFeatures features = tsb::cpu_features_reported();
   for (const std::string& variant : tsb::compiled_variants()) {
     if (!tsb::can_run(variant, features)) continue;
     const auto plan = tsb::make_plan(m, variant);

@@ -15,7 +15,6 @@
 
 #include "../../csrc/kernels/kernel_registry.h"
 #include "../../csrc/kernels/sparse_core.h"
-#include "host_cpu.h"
 
 namespace {
 
@@ -395,7 +394,7 @@ void check_threads(std::mt19937& g, const std::vector<std::string>& variants) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const tsb::CpuFeatures f = tsb_test::host_cpu_features();
+  const tsb::CpuFeatures f = tsb::cpu_features_reported();
   std::vector<std::string> variants;
   std::string skipped;
   for (const auto& v : tsb::compiled_variants()) {
