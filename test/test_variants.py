@@ -163,6 +163,16 @@ def test_results_do_not_depend_on_thread_count(kernel, block, m):
         assert torch.equal(d.view(torch.int32), results[0][1].view(torch.int32))
 
 
+def _prepack_in_child(env: dict) -> subprocess.CompletedProcess:
+    """A prepack in a new process with `env`: the kernel variant is chosen at the first one."""
+    code = (
+        "import torch, torch_sparse_backend as t\n"
+        "w = torch._make_per_tensor_quantized_tensor(torch.ones(4, 4, dtype=torch.int8), 0.1, 0)\n"
+        "torch.ops.torch_sparse_backend.qlinear_prepack(w, None, 1, 4)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+
+
 def test_environment_variable_forces_the_kernel():
     code = "import torch_sparse_backend as t; print(t.info()['active_kernel'])"
     env = dict(os.environ, TORCH_SPARSE_BACKEND_KERNEL="reference")
@@ -170,12 +180,7 @@ def test_environment_variable_forces_the_kernel():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "reference"
     env["TORCH_SPARSE_BACKEND_KERNEL"] = "no_such_kernel"
-    code = (
-        "import torch, torch_sparse_backend as t\n"
-        "w = torch._make_per_tensor_quantized_tensor(torch.ones(4, 4, dtype=torch.int8), 0.1, 0)\n"
-        "torch.ops.torch_sparse_backend.qlinear_prepack(w, None, 1, 4)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    out = _prepack_in_child(env)
     assert out.returncode != 0
     assert "TORCH_SPARSE_BACKEND_KERNEL: unknown kernel variant 'no_such_kernel'" in out.stderr
 
@@ -199,12 +204,7 @@ def test_amx_tiles_for_every_batch_or_a_clear_error():
         assert " passed" in out.stdout and " failed" not in out.stdout
         return
     env["TORCH_SPARSE_BACKEND_KERNEL"] = "amx"
-    code = (
-        "import torch, torch_sparse_backend as t\n"
-        "w = torch._make_per_tensor_quantized_tensor(torch.ones(4, 4, dtype=torch.int8), 0.1, 0)\n"
-        "torch.ops.torch_sparse_backend.qlinear_prepack(w, None, 1, 4)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    out = _prepack_in_child(env)
     assert out.returncode != 0
     assert "kernel variant 'amx' cannot run on this CPU (it needs AVX-512 VNNI, AMX-TILE and AMX-INT8" in out.stderr
 
@@ -215,12 +215,7 @@ def test_amx_tuning_variables_are_checked(name, value):
         assert os.uname().machine not in ("x86_64", "AMD64"), "the amx variant needs GCC 11 or Clang 12"
         return
     env = dict(os.environ, **{f"TORCH_SPARSE_BACKEND_AMX_{name}": value})
-    code = (
-        "import torch, torch_sparse_backend as t\n"
-        "w = torch._make_per_tensor_quantized_tensor(torch.ones(4, 4, dtype=torch.int8), 0.1, 0)\n"
-        "torch.ops.torch_sparse_backend.qlinear_prepack(w, None, 1, 4)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    out = _prepack_in_child(env)
     assert out.returncode != 0
     assert f"TORCH_SPARSE_BACKEND_AMX_{name}: expected" in out.stderr
 
