@@ -5,12 +5,19 @@
 //   bash scripts/kernel_bench.sh N K M rb cb sparsity [variant...]
 //   TSB_BENCH_X_MAX=127 bash scripts/kernel_bench.sh ...   activations drawn from
 //                                                           0..127 (default 0..255)
+//   TSB_BENCH_LAYERS=8 bash scripts/kernel_bench.sh ...    calls cycle through 8
+//                                                           different weights of the
+//                                                           shape, as the layers of a
+//                                                           model do (default 1)
 //
 // Prints the median time of run_static over all tiles, one thread, in us.
+// With one weight, every call repeats the same branches and addresses, which
+// a CPU partly learns; several layers are closer to a model's inference.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,17 +34,16 @@ double median_us(const std::vector<double>& v) {
   return s[s.size() / 2];
 }
 
-void bench(int64_t N, int64_t K, int64_t M, int64_t rb, int64_t cb, double sparsity,
-           const std::vector<std::string>& variants) {
-  std::mt19937 rng(42);
+// A random N x K weight with whole rb x cb blocks zeroed at the given
+// sparsity, packed.
+BcsrMatrix random_weight(std::mt19937& rng, int64_t N, int64_t K, int64_t rb, int64_t cb, double sparsity) {
   const int64_t nbr = N / rb, nbc = K / cb;
   std::vector<int8_t> w(N * K, 0);
   std::vector<int64_t> blocks(nbr * nbc);
   for (int64_t i = 0; i < nbr * nbc; ++i) blocks[i] = i;
   std::shuffle(blocks.begin(), blocks.end(), rng);
   const int64_t keep = nbr * nbc - static_cast<int64_t>(sparsity * nbr * nbc + 0.5);
-  const char* x_max = std::getenv("TSB_BENCH_X_MAX");
-  std::uniform_int_distribution<int> wd(-127, 127), xd(0, x_max ? std::atoi(x_max) : 255);
+  std::uniform_int_distribution<int> wd(-127, 127);
   for (int64_t b = 0; b < keep; ++b) {
     const int64_t br = blocks[b] / nbc, bc = blocks[b] % nbc;
     for (int64_t r = 0; r < rb; ++r)
@@ -46,8 +52,20 @@ void bench(int64_t N, int64_t K, int64_t M, int64_t rb, int64_t cb, double spars
         w[(br * rb + r) * K + bc * cb + c] = static_cast<int8_t>(v == 0 ? 1 : v);
       }
   }
-  const BcsrMatrix m = pack_bcsr(w.data(), N, K, rb, cb);
+  return pack_bcsr(w.data(), N, K, rb, cb);
+}
+
+void bench(int64_t N, int64_t K, int64_t M, int64_t rb, int64_t cb, double sparsity,
+           const std::vector<std::string>& variants) {
+  std::mt19937 rng(42);
+  const char* layers_env = std::getenv("TSB_BENCH_LAYERS");
+  const int layers = std::max(1, layers_env ? std::atoi(layers_env) : 1);
+  std::vector<BcsrMatrix> weights;
+  for (int l = 0; l < layers; ++l) weights.push_back(random_weight(rng, N, K, rb, cb, sparsity));
+  const BcsrMatrix& m = weights[0];
   const int64_t kp = m.padded_k();
+  const char* x_max = std::getenv("TSB_BENCH_X_MAX");
+  std::uniform_int_distribution<int> xd(0, x_max ? std::atoi(x_max) : 255);
   std::vector<uint8_t> x(M * kp);
   for (auto& v : x) v = static_cast<uint8_t>(xd(rng));
   std::vector<uint8_t> y(M * N);
@@ -58,9 +76,14 @@ void bench(int64_t N, int64_t K, int64_t M, int64_t rb, int64_t cb, double spars
   std::printf("%5lldx%-5lld M=%-4lld %lldx%lld %3.0f%%", (long long)N, (long long)K, (long long)M,
               (long long)rb, (long long)cb, sparsity * 100);
   for (const auto& v : variants) {
-    auto plan = make_plan(m, v);
-    const int64_t T = plan->num_tiles();
-    auto once = [&] { plan->run_static(a, 0, M, 0, T); };
+    std::vector<std::unique_ptr<KernelPlan>> plans;
+    for (const BcsrMatrix& wl : weights) plans.push_back(make_plan(wl, v));
+    size_t next = 0;
+    auto once = [&] {
+      const KernelPlan& plan = *plans[next];
+      next = (next + 1) % plans.size();
+      plan.run_static(a, 0, M, 0, plan.num_tiles());
+    };
     once();
     auto t0 = std::chrono::steady_clock::now();
     once();

@@ -10,12 +10,14 @@
 //
 //  * Quad slots (every block shape except rb >= 8 with cb <= 2): tiles of 16
 //    output channels, one per 32-bit lane; each step holds one piece per
-//    channel, all in one 128-column panel, so a two-table permute
-//    (vpermt2d) of the panel's 128 activation bytes gives the step's 16
-//    activation words in one instruction. Every batch size runs the same
-//    kernel: up to 8 activation rows share each step's weight and index
-//    loads, with the panel's tables of each row held in registers; a single
-//    row streams the steps and loads each step's table instead.
+//    channel, all in one 128-column window (windows start every 64
+//    columns), so a two-table permute (vpermt2d) of the window's 128
+//    activation bytes gives the step's 16 activation words in one
+//    instruction. Up to 8 activation rows share each step's weight and index
+//    loads, with the window's tables of each row held in registers; a single
+//    row streams the steps and loads each step's table instead. Batches of
+//    16 rows or more with blocks 4, 8 or 16 columns wide run on the canonical
+//    matrix (bcsr_batch).
 //  * Column quads (rb in {8, 16}, cb in {1, 2}): tiles of 8 output channels;
 //    four input columns c0..c3 and 32 int8 weights per entry, channel i's
 //    w[i][c0..c3] in bytes 4i..4i+3, one vpdpbusd lane per channel. One or
@@ -64,9 +66,13 @@ namespace tsb {
 namespace {
 
 // Activation rows of one pass of the quad slots kernels: at most this many
-// rows are copied to the per-thread scratch (zero-padded to whole panels)
+// rows are copied to the per-thread scratch (zero-padded past the last window)
 // and run against each tile's steps while those are in cache.
 constexpr int64_t kSlotChunkRows = 64;
+
+// Up to this many rows, the quad slots kernel loads each step's tables from
+// the rows (see slots_tile).
+constexpr int kSlotStreamRows = 4;
 
 // From this many rows on, blocks at least 4 columns wide run the batch
 // kernel on the canonical matrix (BcsrBatch below) instead of the quad slots.
@@ -397,15 +403,16 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
 
   // ---- Quad slots layout ----
 
-  static constexpr int64_t kPanelBytes = QuadSlots::kPanelQuads * 4;
+  // Bytes between the starts of consecutive windows of a row.
+  static constexpr int64_t kStrideBytes = QuadSlots::kWindowStride * 4;
 
   // Rows [m_begin, m_end) for slot tiles [t_begin, t_end): up to
-  // kSlotChunkRows rows are copied to the scratch, zero-padded to whole
-  // panels, then each tile's steps run for them in groups of up to 8 rows.
+  // kSlotChunkRows rows are copied to the scratch, zero-padded past the last
+  // window, then each tile's steps run for them in groups of up to 8 rows.
   template <class Epilogue>
   void run_slots(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m_begin,
                  int64_t m_end, int64_t t_begin, int64_t t_end) const {
-    const int64_t row_bytes = s_.panels * kPanelBytes;
+    const int64_t row_bytes = s_.row_bytes();
     for (int64_t m = m_begin; m < m_end; m += kSlotChunkRows) {
       const int64_t rows = std::min(kSlotChunkRows, m_end - m);
       uint8_t* xs = thread_scratch<Vec64>(static_cast<size_t>(rows * row_bytes / 64))->b;
@@ -434,16 +441,20 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
   // Sums of the R rows xs (row_bytes apart; output rows m0 ..) for the 16
   // channels of slot tile t. Each step multiplies its 16 weight words with the
   // activation words of its 16 quads, which one two-table permute picks from
-  // the step's 128-column panel of a row.
+  // the step's 128-column window of a row.
   //
-  // One row streams the tile's steps and loads each step's table, 128 bytes
-  // of the row; with more rows the tables of a panel stay in registers while
-  // its steps run. Enough accumulator sets keep 4 or more vpdpbusd chains in
-  // flight.
+  // Up to kSlotStreamRows rows stream the tile's steps and load each step's
+  // tables, 128 bytes of each row: the loop runs through the tile without a
+  // branch per window. More rows keep the tables of a window in registers
+  // while its steps run, which saves 2R loads per step for one branch per run
+  // (whose trip count varies, so it is often mispredicted). Enough
+  // accumulator sets keep 4 or more vpdpbusd chains in flight (R >= 5 rows
+  // have R of them).
   template <int R, class Epilogue>
   TSB_KERNEL_NOINLINE void slots_tile(const Epilogue& epi, const uint8_t* xs, int64_t row_bytes,
                                       int64_t m0, int64_t t, int32_t x_zp) const {
-    constexpr int U = R == 1 ? 4 : R < 4 ? 2 : 1;
+    constexpr bool kStream = R <= kSlotStreamRows;
+    constexpr int U = R <= 2 ? 4 : R <= kSlotStreamRows ? 2 : 1;
     const QuadSlots::Weights* weights = s_.weights.data();
     const QuadSlots::Indices* indices = s_.indices.data();
     auto load_indices = [&](int64_t s) {
@@ -453,46 +464,46 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     for (int u = 0; u < U; ++u) {
       for (int i = 0; i < R; ++i) acc[u][i] = _mm512_setzero_si512();
     }
-    if constexpr (R == 1) {
-      const uint16_t* panel = s_.step_panel.data();
-      auto step = [&](__m512i& a, int64_t s) {
-        const uint8_t* table = xs + int64_t{panel[s]} * kPanelBytes;
-        const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(table), load_indices(s),
-                                                     _mm512_load_si512(table + 64));
-        a = dpbusd(a, xw, _mm512_load_si512(weights + s));
+    if constexpr (kStream) {
+      const uint16_t* window = s_.step_window.data();
+      auto step = [&](__m512i (&a)[R], int64_t s) {
+        const __m512i idx = load_indices(s);
+        const __m512i w = _mm512_load_si512(weights + s);
+        const uint8_t* table = xs + int64_t{window[s]} * kStrideBytes;
+        for (int i = 0; i < R; ++i) {
+          const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(table + i * row_bytes), idx,
+                                                       _mm512_load_si512(table + i * row_bytes + 64));
+          a[i] = dpbusd(a[i], xw, w);
+        }
       };
       int64_t s = s_.tile_start(t);
       const int64_t end = s_.tile_start(t + 1);
       for (; s + U <= end; s += U) {
-        for (int u = 0; u < U; ++u) step(acc[u][0], s + u);
+        for (int u = 0; u < U; ++u) step(acc[u], s + u);
       }
-      for (; s < end; ++s) step(acc[0][0], s);
+      for (; s < end; ++s) step(acc[0], s);
     } else {
-      const uint16_t* run_panel = s_.run_panel.data();
+      const uint16_t* run_window = s_.run_window.data();
       const int64_t* run_start = s_.run_start.data();
       const int64_t run_end = s_.tile_run[t + 1];
       int64_t run = s_.tile_run[t];
-      // Each run's panel is read during the run before it, so that its tables'
-      // addresses are known when the previous run's last step retires.
-      int64_t next_panel = run_panel[run];
+      // Each run's window is read during the run before it, so that its
+      // tables' addresses are known when the previous run's last step retires.
+      int64_t next_window = run_window[run];
       for (; run < run_end; ++run) {
-        const int64_t p = next_panel, s0 = run_start[run], s1 = run_start[run + 1];
-        next_panel = run_panel[run + 1];
+        const int64_t w = next_window, s0 = run_start[run], s1 = run_start[run + 1];
+        next_window = run_window[run + 1];
         __m512i lo[R], hi[R];
         for (int i = 0; i < R; ++i) {
-          lo[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes);
-          hi[i] = _mm512_load_si512(xs + i * row_bytes + p * kPanelBytes + 64);
+          lo[i] = _mm512_load_si512(xs + i * row_bytes + w * kStrideBytes);
+          hi[i] = _mm512_load_si512(xs + i * row_bytes + w * kStrideBytes + 64);
         }
-        auto step = [&](__m512i (&a)[R], int64_t s, __mmask16 keep) {
+        for (int64_t s = s0; s < s1; ++s) {
           const __m512i idx = load_indices(s);
-          const __m512i w = _mm512_maskz_mov_epi32(keep, _mm512_load_si512(weights + s));
-          for (int i = 0; i < R; ++i) a[i] = dpbusd(a[i], _mm512_permutex2var_epi32(lo[i], idx, hi[i]), w);
-        };
-        // U steps at a time; a step past the panel's last (the next
-        // panel's, or the arrays' padding) contributes zero weights.
-        for (int64_t s = s0; s < s1; s += U) {
-          step(acc[0], s, 0xffff);
-          for (int u = 1; u < U; ++u) step(acc[u], s + u, s + u < s1 ? 0xffff : 0);
+          const __m512i w = _mm512_load_si512(weights + s);
+          for (int i = 0; i < R; ++i) {
+            acc[0][i] = dpbusd(acc[0][i], _mm512_permutex2var_epi32(lo[i], idx, hi[i]), w);
+          }
         }
       }
     }

@@ -26,8 +26,8 @@
 //   Packed layouts (x86_layouts.h, neon.cpp):
 //     QuadRows      per channel, its pieces in quad order (avx2, avxvnni).
 //     QuadSlots     per tile of 16 channels, "steps" of one piece per channel
-//                   ("slot"), each step within one 128-column "panel"
-//                   (avx512vnni).
+//                   ("slot"), each step within one 128-column "window"
+//                   (windows start every 64 columns; avx512vnni).
 //     ColumnQuads   per tile of 8 channels, "entries" of 4 nonzero input
 //                   columns with the 8 channels' weights there (rb >= 8,
 //                   cb <= 2 on x86).

@@ -113,11 +113,11 @@ size_t ColumnQuads::bytes() const {
 QuadSlots::QuadSlots(const BcsrMatrix& m) {
   const int64_t quads = (m.padded_k() + 3) / 4;
   tiles = (m.N + kSlots - 1) / kSlots;
-  panels = (quads + kPanelQuads - 1) / kPanelQuads;
+  windows = (quads + kWindowStride - 1) / kWindowStride;
   tile_run.reserve(tiles + 1);
-  // Per tile, each channel's pieces in quad order, hence in panel order; the
-  // runs are made panel by panel, each channel's cursor advancing through its
-  // pieces, so the work grows with the pieces and runs, not with the panels.
+  // Per tile, each channel's pieces in quad order; the runs are made window by
+  // window, each channel's cursor advancing through its pieces, so the work
+  // grows with the pieces and runs, not with the windows.
   std::vector<std::vector<Piece>> pieces(kSlots);
   for (int64_t t = 0; t < tiles; ++t) {
     size_t next[kSlots] = {};
@@ -129,47 +129,50 @@ QuadSlots::QuadSlots(const BcsrMatrix& m) {
         pieces[j].clear();
       }
     }
-    tile_run.push_back(static_cast<int64_t>(run_panel.size()));
+    tile_run.push_back(static_cast<int64_t>(run_window.size()));
     for (;;) {
-      // The lowest panel that a channel's next piece lies in.
-      int64_t p = panels;
+      // The window whose first half holds the lowest next piece of any channel.
+      int64_t w = windows;
       for (int64_t j = 0; j < kSlots; ++j) {
-        if (next[j] < pieces[j].size()) p = std::min<int64_t>(p, pieces[j][next[j]].first / kPanelQuads);
+        if (next[j] < pieces[j].size()) w = std::min<int64_t>(w, pieces[j][next[j]].first / kWindowStride);
       }
-      if (p == panels) break;
-      run_start.push_back(static_cast<int64_t>(step_panel.size()));
-      run_panel.push_back(static_cast<uint16_t>(p));
-      for (bool any = true; any;) {  // one step: each channel's next piece in panel p
-        Weights w{};
+      if (w == windows) break;
+      // As many steps as the most pieces a channel has in the first half.
+      const int64_t first = w * kWindowStride, half_end = first + kWindowStride;
+      const int64_t end = first + kWindowQuads;
+      size_t steps = 0;
+      for (int64_t j = 0; j < kSlots; ++j) {
+        size_t i = next[j];
+        while (i < pieces[j].size() && pieces[j][i].first < half_end) ++i;
+        steps = std::max(steps, i - next[j]);
+      }
+      run_start.push_back(static_cast<int64_t>(step_window.size()));
+      run_window.push_back(static_cast<uint16_t>(w));
+      for (size_t s = 0; s < steps; ++s) {  // each channel's next piece in the window
+        Weights wt{};
         Indices q{};
-        any = false;
         for (int64_t j = 0; j < kSlots; ++j) {
-          if (next[j] >= pieces[j].size() || pieces[j][next[j]].first / kPanelQuads != p) {
+          if (next[j] >= pieces[j].size() || pieces[j][next[j]].first >= end) {
             continue;  // padding: index 0, weight 0
           }
           const Piece& piece = pieces[j][next[j]++];
-          for (int b = 0; b < 4; ++b) w.w[4 * j + b] = piece.second[b];
-          q.q[j] = static_cast<uint8_t>(piece.first % kPanelQuads);
-          any = true;
+          for (int b = 0; b < 4; ++b) wt.w[4 * j + b] = piece.second[b];
+          q.q[j] = static_cast<uint8_t>(piece.first - first);
         }
-        if (!any) break;
-        weights.push_back(w);
+        weights.push_back(wt);
         indices.push_back(q);
-        step_panel.push_back(static_cast<uint16_t>(p));
+        step_window.push_back(static_cast<uint16_t>(w));
       }
     }
   }
-  tile_run.push_back(static_cast<int64_t>(run_panel.size()));
-  run_start.push_back(static_cast<int64_t>(step_panel.size()));
-  run_panel.push_back(0);
-  weights.resize(weights.size() + kPadSteps, Weights{});
-  indices.resize(indices.size() + kPadSteps, Indices{});
-  step_panel.resize(step_panel.size() + kPadSteps, 0);
+  tile_run.push_back(static_cast<int64_t>(run_window.size()));
+  run_start.push_back(static_cast<int64_t>(step_window.size()));
+  run_window.push_back(0);
 }
 
 size_t QuadSlots::bytes() const {
-  return (tile_run.size() + run_start.size()) * sizeof(int64_t) + run_panel.size() * sizeof(uint16_t) +
-         step_panel.size() * (sizeof(Weights) + sizeof(Indices) + sizeof(uint16_t));
+  return (tile_run.size() + run_start.size()) * sizeof(int64_t) + run_window.size() * sizeof(uint16_t) +
+         step_window.size() * (sizeof(Weights) + sizeof(Indices) + sizeof(uint16_t));
 }
 
 }  // namespace tsb

@@ -56,19 +56,25 @@ struct ColumnQuads {
 // Quad slots: pieces of 16 output channels ("slot" j is channel 16t + j of
 // tile t) dealt into "steps" of 16 slots, one piece per slot, so that a step
 // is one 512-bit vector of weights whose lanes are 16 different channels.
-// The input is cut into "panels" of kPanelQuads quads (128 columns): all
-// pieces of a step lie in one panel, so a step's activation words come from
-// the panel's 128 bytes of a row, two vector registers, through one two-table
-// permute. A tile's steps are in panel order; in panel p, step s holds each
-// channel's s-th piece there, or a padding piece (index 0, weight 0) in the
-// slots of channels that have fewer. Per step: 16 weight words (64 bytes,
-// 64-byte aligned), 16 quad indices within the panel (0..31), and the panel.
+// All pieces of a step lie in one "window" of kWindowQuads quads (128
+// columns) that starts at a multiple of kWindowStride quads (64 columns):
+// window w covers quads 16w .. 16w + 31, so a step's activation words come
+// from the window's 128 bytes of a row, two vector registers, through one
+// two-table permute. Per step: 16 weight words (64 bytes, 64-byte aligned),
+// 16 quad indices within the window (0..31), and the window. Slots of
+// channels without a piece in a step hold padding (index 0, weight 0).
+//
+// Dealing: a tile's steps run through the windows in order. At window w,
+// the pieces in its first half (quads 16w .. 16w + 15) have no later window,
+// so the window takes as many steps as the channel with most such pieces
+// needs; in those steps every channel also deals its next pieces from the
+// second half, which would otherwise wait for window w + 1. Overlapping
+// windows fill more slots than disjoint ones (at 80% random block sparsity,
+// about 76% of the slots instead of 61%).
 struct QuadSlots {
   static constexpr int64_t kSlots = 16;
-  static constexpr int64_t kPanelQuads = 32;
-  // Steps of padding after the last one (zero weights), so that a loop that
-  // runs one step past a panel's last stays inside the arrays.
-  static constexpr int64_t kPadSteps = 1;
+  static constexpr int64_t kWindowQuads = 32;
+  static constexpr int64_t kWindowStride = 16;
 
   struct alignas(64) Weights {
     int8_t w[4 * kSlots];
@@ -78,21 +84,25 @@ struct QuadSlots {
   };
 
   int64_t tiles = 0;
-  int64_t panels = 0;                // ceil(quads / kPanelQuads)
-  // The steps of a tile come in "runs", one per panel that holds any of the
-  // tile's pieces: run r covers steps run_start[r] .. run_start[r + 1] - 1,
-  // all in panel run_panel[r]; tile t's runs are tile_run[t] .. tile_run[t + 1] - 1.
-  // (Storage grows with the steps, not with tiles x panels.)
-  std::vector<int64_t> tile_run;     // tiles + 1 entries
-  std::vector<int64_t> run_start;    // runs + 1 entries
-  std::vector<uint16_t> run_panel;   // per run, and a 0 after the last
-  std::vector<Weights> weights;      // per step
-  std::vector<Indices> indices;      // per step
-  std::vector<uint16_t> step_panel;  // per step
+  // Window starts: ceil(quads / kWindowStride). A row read through the
+  // windows spans (windows + 1) * kWindowStride quads, zero past its end.
+  int64_t windows = 0;
+  // The steps of a tile come in "runs", one per window that holds any of the
+  // tile's steps: run r covers steps run_start[r] .. run_start[r + 1] - 1,
+  // all in window run_window[r]; tile t's runs are tile_run[t] .. tile_run[t + 1] - 1.
+  // (Storage grows with the steps, not with tiles x windows.)
+  std::vector<int64_t> tile_run;      // tiles + 1 entries
+  std::vector<int64_t> run_start;     // runs + 1 entries
+  std::vector<uint16_t> run_window;   // per run, and a 0 after the last
+  std::vector<Weights> weights;       // per step
+  std::vector<Indices> indices;       // per step
+  std::vector<uint16_t> step_window;  // per step
 
   QuadSlots() = default;
   explicit QuadSlots(const BcsrMatrix& m);
   int64_t tile_start(int64_t t) const { return run_start[tile_run[t]]; }
+  // Bytes of one activation row as the kernels read it through the windows.
+  int64_t row_bytes() const { return (windows + 1) * kWindowStride * 4; }
   size_t bytes() const;
 };
 
