@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -342,10 +343,10 @@ class Engines:
             self.skipped[f"{engine} {mode}"] = reason
             print(f"dense int8 {engine} {mode}: skipped ({reason})", file=sys.stderr, flush=True)
 
-    def prepack(self, w: torch.Tensor, bias: torch.Tensor) -> dict[tuple[str, str], object]:
-        """(engine, mode) -> torch's dense packed weight, prepacked under that engine, one
-        per op (torch 2.13's onednn linear_dynamic crashes on a packed weight that linear
-        has used), for the ops that run."""
+    def prepack(self, ws: list[torch.Tensor], bias: torch.Tensor) -> dict[tuple[str, str], list]:
+        """(engine, mode) -> torch's dense packed weights (one per weight of `ws`),
+        prepacked under that engine, one per op (torch 2.13's onednn linear_dynamic
+        crashes on a packed weight that linear has used), for the ops that run."""
         out = {}
         prev = torch.backends.quantized.engine
         try:
@@ -355,7 +356,7 @@ class Engines:
                         continue
                     try:
                         torch.backends.quantized.engine = e
-                        out[(e, mode)] = torch.ops.quantized.linear_prepack(w, bias)
+                        out[(e, mode)] = [torch.ops.quantized.linear_prepack(w, bias) for w in ws]
                     except RuntimeError as err:
                         self.skip(e, mode, f"linear_prepack: {str(err).splitlines()[0]}")
         finally:
@@ -444,23 +445,28 @@ def run(args: argparse.Namespace) -> dict:
     prev_threads = torch.get_num_threads()
     engines = Engines(probe=not args.overhead_only)
     rows = []
+    layers = range(args.layers)
     for n, k in [] if args.overhead_only else grid.shapes:
         cells = [c for c in grid.cells() if c[0] == (n, k)]
         if not cells:
             continue
-        w_dense = torch._make_per_channel_quantized_tensor(
-            torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g),
-            torch.rand(n, dtype=torch.double, generator=g) * 0.01 + 0.001,
-            torch.zeros(n, dtype=torch.long),
-            0,
-        )
+        # Every contender gets args.layers weights of the shape and cycles through
+        # them, one per call (see --layers).
         bias = torch.randn(n, generator=g)
-        w_float = torch.randn(n, k, generator=g)
-        w_bf16, bias_bf16 = w_float.bfloat16(), bias.bfloat16()
-        dense_packed = engines.prepack(w_dense, bias)
+        w_float = [torch.randn(n, k, generator=g) for _ in layers]
+        w_bf16, bias_bf16 = [w.bfloat16() for w in w_float], bias.bfloat16()
+        dense_packed = engines.prepack([
+            torch._make_per_channel_quantized_tensor(
+                torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g),
+                torch.rand(n, dtype=torch.double, generator=g) * 0.01 + 0.001,
+                torch.zeros(n, dtype=torch.long),
+                0,
+            )
+            for _ in layers
+        ], bias)
         for sparsity in grid.sparsities:
-            weights = {block: block_sparse_weight(n, k, block, sparsity, g) for block in grid.blocks}
-            packed = {block: OPS.qlinear_prepack(w, bias, *block) for block, w in weights.items()}
+            weights = {block: [block_sparse_weight(n, k, block, sparsity, g) for _ in layers] for block in grid.blocks}
+            packed = {block: [OPS.qlinear_prepack(w, bias, *block) for w in ws] for block, ws in weights.items()}
             for shape, s, threads, m in cells:
                 if s != sparsity:
                     continue
@@ -472,25 +478,25 @@ def run(args: argparse.Namespace) -> dict:
                 # sampled in turns, so that the load of a shared machine hits every side
                 # of each speedup, and both block shapes of the 8x1 / 1x4 ratio, alike.
                 contenders, contender_engines = dense_contenders(engines, dense_packed, x, xq, threads)
-                contenders["fp32_ms"] = lambda: F.linear(x, w_float, bias)
-                contenders["bf16_ms"] = lambda: F.linear(xb, w_bf16, bias_bf16)
+                contenders["fp32_ms"] = in_turn([lambda w=w: F.linear(x, w, bias) for w in w_float])
+                contenders["bf16_ms"] = in_turn([lambda w=w: F.linear(xb, w, bias_bf16) for w in w_bf16])
                 for block, ours in packed.items():
                     contenders.update(ours_contenders(block, ours, x, xq, threads))
                 times = bench.time_in_turns(contenders, engines.baseline, contender_engines)
                 base = {"threads": threads, "out": n, "in": k, "M": m, "grid": grid.name,
                         "fp32_ms": times["fp32_ms"], "bf16_ms": times["bf16_ms"]}
                 base.update(dense_columns(engines, times))
-                for block, w in weights.items():
-                    ours = packed[block]
+                for block, ws in weights.items():
+                    ours = packed[block][0]
                     name = f"{block[0]}x{block[1]}"
-                    row = dict(base, sparsity=sparsity, block=name, kernel=ours.kernel())
+                    row = dict(base, sparsity=sparsity, block=name, kernel=ours.kernel(), layers=args.layers)
                     row.update({key.split("/")[1]: t for key, t in times.items() if key.startswith(name + "/")})
                     row.update(speedups(row))
                     row["torch_sparse_static_ms"] = None
                     row["torch_sparse_dynamic_ms"] = None
                     if not args.no_torch_sparse:
-                        row.update(torch_sparse_times(bench, w, bias, block, x, xq))
-                    nnz = int(w.int_repr().ne(0).sum())
+                        row.update(torch_sparse_times(bench, ws, bias, block, x, xq))
+                    nnz = int(ws[0].int_repr().ne(0).sum())
                     row["packed_bytes"] = int(ours.packed_bytes())
                     row["packed_budget_bytes"] = int(1.5 * nnz + 8 * n)
                     rows.append(row)
@@ -516,6 +522,7 @@ def run(args: argparse.Namespace) -> dict:
         "argv": sys.argv[1:],
         "min_time": args.min_time,
         "samples": args.samples,
+        "layers": args.layers,
     }
 
 
@@ -526,11 +533,11 @@ def dense_contenders(engines: Engines, dense_packed: dict, x: torch.Tensor, xq: 
     fns, under = {}, {}
     prev = torch.backends.quantized.engine
     try:
-        for (e, mode), p in dense_packed.items():
+        for (e, mode), ps in dense_packed.items():
             if mode == "static":
-                fn = (lambda p=p: torch.ops.quantized.linear(xq, p, 0.1, 128))
+                fn = in_turn([lambda p=p: torch.ops.quantized.linear(xq, p, 0.1, 128) for p in ps])
             else:
-                fn = (lambda p=p: torch.ops.quantized.linear_dynamic(x, p, False))
+                fn = in_turn([lambda p=p: torch.ops.quantized.linear_dynamic(x, p, False) for p in ps])
             if engines.runs(e, mode):
                 try:
                     torch.backends.quantized.engine = e
@@ -575,34 +582,47 @@ def speedups(row: dict) -> dict:
     return out
 
 
-def ours_contenders(block: tuple[int, int], ours, x: torch.Tensor, xq: torch.Tensor, threads: int) -> dict:
-    """Our static and dynamic calls on one packed weight, keyed "<block>/<JSON key>"."""
+def ours_contenders(block: tuple[int, int], ours: list, x: torch.Tensor, xq: torch.Tensor, threads: int) -> dict:
+    """Our static and dynamic calls on the packed weights (one per layer, in turn),
+    keyed "<block>/<JSON key>"."""
     name = f"{block[0]}x{block[1]}"
+    static = in_turn([lambda p=p: TSBF.qlinear(xq, p, 0.1, 128) for p in ours])
     out = {
-        f"{name}/ours_static_ms": lambda: TSBF.qlinear(xq, ours, 0.1, 128),
-        f"{name}/ours_dynamic_ms": lambda: TSBF.qlinear_dynamic(x, ours),
+        f"{name}/ours_static_ms": static,
+        f"{name}/ours_dynamic_ms": in_turn([lambda p=p: TSBF.qlinear_dynamic(x, p) for p in ours]),
     }
     if threads > 1:
-        out[f"{name}/ours_static_1thread_ms"] = on_one_thread(lambda: TSBF.qlinear(xq, ours, 0.1, 128), threads)
+        out[f"{name}/ours_static_1thread_ms"] = on_one_thread(
+            in_turn([lambda p=p: TSBF.qlinear(xq, p, 0.1, 128) for p in ours]), threads)
     return out
 
 
-def torch_sparse_times(bench: Bench, w: torch.Tensor, bias: torch.Tensor, block: tuple[int, int],
+def in_turn(calls: list[Callable[[], object]]) -> Callable[[], object]:
+    """One call of `calls` per call, in turn: a contender with one weight per layer."""
+    if len(calls) == 1:
+        return calls[0]
+    turn = itertools.cycle(calls)
+    return lambda: next(turn)()
+
+
+def torch_sparse_times(bench: Bench, ws: list[torch.Tensor], bias: torch.Tensor, block: tuple[int, int],
                        x: torch.Tensor, xq: torch.Tensor) -> dict:
-    """torch's own sparse ops on the same weight: static under fbgemm, dynamic under
-    qnnpack; None where torch has no such op for the block shape."""
+    """torch's own sparse ops on the same weights (one per layer, in turn): static under
+    fbgemm, dynamic under qnnpack; None where torch has no such op for the block shape."""
     out = {}
     prev = torch.backends.quantized.engine
     try:
         torch.backends.quantized.engine = "fbgemm"
-        ts = torch.ops.sparse.qlinear_prepack(w, bias, *block)
-        out["torch_sparse_static_ms"] = bench.time(lambda: torch.ops.sparse.qlinear(xq, ts, 0.1, 128), "fbgemm")
+        ts = [torch.ops.sparse.qlinear_prepack(w, bias, *block) for w in ws]
+        out["torch_sparse_static_ms"] = bench.time(
+            in_turn([lambda p=p: torch.ops.sparse.qlinear(xq, p, 0.1, 128) for p in ts]), "fbgemm")
     except RuntimeError:
         pass
     try:
         torch.backends.quantized.engine = "qnnpack"
-        td = torch.ops.sparse.qlinear_prepack(w, bias, *block)
-        out["torch_sparse_dynamic_ms"] = bench.time(lambda: torch.ops.sparse.qlinear_dynamic(x, td), "qnnpack")
+        td = [torch.ops.sparse.qlinear_prepack(w, bias, *block) for w in ws]
+        out["torch_sparse_dynamic_ms"] = bench.time(
+            in_turn([lambda p=p: torch.ops.sparse.qlinear_dynamic(x, p) for p in td]), "qnnpack")
     except RuntimeError:
         pass
     torch.backends.quantized.engine = prev
@@ -775,6 +795,8 @@ def markdown(result: dict) -> str:
         f"CPU: {result['cpu']} ({result['machine']}), torch {result['torch']}, kernel `{result['kernel']}`; "
         f"times are medians in ms; speedups are dense-int8 time / ours, vs torch's {label} engine "
         f"and vs the row's fastest dense int8 engine (best)."
+        + (f" Every contender cycles through {result['layers']} weights per row, one per call."
+           if result.get("layers", 1) > 1 else "")
         + (f" Dense int8 not timed: {skipped}." if skipped else ""),
         "",
     ]
@@ -1076,6 +1098,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="write a PNG: speedup over dense int8 vs sparsity; with --llm, vs M per shape")
     p.add_argument("--min-time", type=float, default=0.02, help="seconds per timed sample (default 0.02)")
     p.add_argument("--samples", type=int, default=7, help="timed samples per measurement; the median is kept")
+    p.add_argument("--layers", type=int, default=1, metavar="L",
+                   help="weights per contender and row, one per call in turn, as a model's layers run "
+                        "(default 1: every call repeats one weight, which the caches and branch "
+                        "predictors can learn)")
     p.add_argument("--no-torch-sparse", action="store_true",
                    help="skip torch's own (slow) sparse ops (always skipped with --llm)")
     p.add_argument("--overhead-only", action="store_true",
@@ -1085,6 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--plot needs the grid; drop --overhead-only")
     if args.plot:
         _pyplot()  # fail before the measurements, not after
+    if args.layers < 1:
+        p.error("--layers must be at least 1")
     grid = make_grid(args)
     for n, k in grid.shapes:
         for rb, cb in grid.blocks:
