@@ -163,3 +163,13 @@ def test_summary_markdown():
     assert lines[4] == "| 4096x4096 | 1x4 | 80% | 3.20x / 3.20x | 4.00x / 2.00x onednn |"
     assert lines[5] == "| 4096x4096 | 8x1 | 80% |  | 3.00x / 3.00x |"
     assert len(lines) == 6  # the 2-thread row is not in the summary
+
+
+def test_in_turn_cycles_through_layers():
+    calls = []
+    fn = bench.in_turn([lambda i=i: calls.append(i) for i in range(3)])
+    for _ in range(7):
+        fn()
+    assert calls == [0, 1, 2, 0, 1, 2, 0]
+    one = lambda: None  # noqa: E731
+    assert bench.in_turn([one]) is one
