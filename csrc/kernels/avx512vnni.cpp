@@ -78,6 +78,19 @@ constexpr int kSlotStreamRows = 4;
 // kernel on the canonical matrix (BcsrBatch below) instead of the quad slots.
 constexpr int64_t kBatchMinRows = 16;
 
+// Steps (quad slots) or entries (column quads) ahead of the weight stream
+// that the multi-row kernels prefetch: 8 KB of quad slot weights, far enough
+// to cover DRAM latency at their pace.
+constexpr int64_t kPrefetchSteps = 128;
+
+// A hint to load the cache line `bytes` past p, which may lie past the end of
+// p's array (a prefetch never faults); integer arithmetic, so that no
+// out-of-range pointer is formed.
+inline void prefetch_ahead(const void* p, int64_t bytes) {
+  _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)),
+               _MM_HINT_T0);
+}
+
 // Storage unit of the row scratch (aligned for 512-bit loads).
 struct alignas(64) Vec64 {
   uint8_t b[64];
@@ -438,6 +451,17 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
+  // Several rows take long enough per step that the hardware prefetchers fall
+  // behind a weight stream from DRAM (layers whose packed weights leave the
+  // caches, or several layers run in turn): their kernels prefetch the steps
+  // kPrefetchSteps ahead (one step streams alone and needs none).
+  void prefetch_steps(int64_t s) const {
+    constexpr int64_t kWeightBytes = sizeof(QuadSlots::Weights), kIndexBytes = sizeof(QuadSlots::Indices);
+    prefetch_ahead(s_.weights.data() + s, kPrefetchSteps * kWeightBytes);
+    // 4 steps' indices per cache line.
+    if ((s & 3) == 0) prefetch_ahead(s_.indices.data() + s, kPrefetchSteps * kIndexBytes);
+  }
+
   // Sums of the R rows xs (row_bytes apart; output rows m0 ..) for the 16
   // channels of slot tile t. Each step multiplies its 16 weight words with the
   // activation words of its 16 quads, which one two-table permute picks from
@@ -469,6 +493,7 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       auto step = [&](__m512i (&a)[R], int64_t s) {
         const __m512i idx = load_indices(s);
         const __m512i w = _mm512_load_si512(weights + s);
+        if constexpr (R > 1) prefetch_steps(s);
         const uint8_t* table = xs + int64_t{window[s]} * kStrideBytes;
         for (int i = 0; i < R; ++i) {
           const __m512i xw = _mm512_permutex2var_epi32(_mm512_load_si512(table + i * row_bytes), idx,
@@ -501,6 +526,7 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
         for (int64_t s = s0; s < s1; ++s) {
           const __m512i idx = load_indices(s);
           const __m512i w = _mm512_load_si512(weights + s);
+          prefetch_steps(s);
           for (int i = 0; i < R; ++i) {
             acc[0][i] = dpbusd(acc[0][i], _mm512_permutex2var_epi32(lo[i], idx, hi[i]), w);
           }
@@ -658,6 +684,12 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
 
   // ---- Column quads layout ----
 
+  // The column quads counterpart of prefetch_steps, for the multi-row kernels.
+  void prefetch_entries(int64_t e) const {
+    prefetch_ahead(cq_.weights.data() + 32 * e, 32 * kPrefetchSteps);
+    prefetch_ahead(cq_.cols.data() + 4 * e, 4 * int64_t{sizeof(uint32_t)} * kPrefetchSteps);
+  }
+
   template <class Epilogue>
   TSB_KERNEL_NOINLINE void column_quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
                                              int32_t x_zp, int64_t t_begin, int64_t t_end) const {
@@ -738,6 +770,7 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
         for (int p = 0; p < P; ++p) acc[u][p] = _mm512_setzero_si512();
       }
       auto entry = [&](__m512i (&a)[P], int64_t e) {
+        prefetch_entries(e);
         const __m512i words = row_words(e);
         const __m512i w = _mm512_broadcast_i64x4(
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cq_.weights.data() + 32 * e)));
@@ -815,6 +848,7 @@ class Avx512VnniPlan final : public KernelPlan, private TiledPlanShape {
       for (int64_t e = cq_.tile_start[t]; e < cq_.tile_start[t + 1]; ++e) {
         const uint32_t* c = cq_.cols.data() + 4 * e;
         const int8_t* we = cq_.weights.data() + 32 * e;
+        prefetch_entries(e);
         for (int g = 0; g < G; ++g) {
           const __m128i c0 = _mm_load_si128(buf + int64_t{c[0]} * G + g);
           const __m128i c1 = _mm_load_si128(buf + int64_t{c[1]} * G + g);
