@@ -72,11 +72,6 @@ constexpr int64_t kSlotChunkRows = 64;
 // kernel on the canonical matrix (BcsrBatch below) instead of the quad slots.
 constexpr int64_t kBatchMinRows = 16;
 
-// Storage unit of the row scratch (aligned for 512-bit loads).
-struct alignas(64) Vec64 {
-  uint8_t b[64];
-};
-
 // acc + the 4-byte dot products of unsigned u8 and signed s8, per 32-bit lane
 // (_mm512_dpbusd_epi32). Written as asm with the accumulator tied to the
 // output: with the intrinsic, GCC 12 copies loop-carried accumulators through

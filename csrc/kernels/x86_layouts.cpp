@@ -48,6 +48,8 @@ QuadRows::QuadRows(const BcsrMatrix& m, int64_t tiles) {
       tile_start[n / kTileRows + 1] = static_cast<int32_t>(quad_idx.size());
     }
   }
+  quad_idx.resize(quad_idx.size() + kPadPieces, 0);
+  weights.resize(weights.size() + 4 * kPadPieces, 0);
 }
 
 size_t QuadRows::bytes() const {
@@ -104,6 +106,8 @@ ColumnQuads::ColumnQuads(const BcsrMatrix& m, int64_t tiles, bool no_min_weight)
     }
     tile_start[g + 1] = static_cast<int32_t>(cols.size() / 4);
   }
+  cols.resize(cols.size() + 4 * kPadEntries, 0);
+  weights.resize(weights.size() + 32 * kPadEntries, 0);
 }
 
 size_t ColumnQuads::bytes() const {

@@ -23,8 +23,13 @@ constexpr int64_t kTileRows = 8;
 
 // Row quads: each output channel's pieces in quad order, channel after
 // channel, in tiles of kTileRows channels. tile_start[t] is the first piece of
-// tile t and row_count[n] the number of pieces of channel n.
+// tile t and row_count[n] the number of pieces of channel n. After the last
+// piece, kPadPieces pieces of padding (quad 0, weights 0), so that a loop
+// that reads whole steps of pieces past a channel's last stays inside the
+// arrays.
 struct QuadRows {
+  static constexpr int64_t kPadPieces = 16;
+
   std::vector<int32_t> tile_start;
   std::vector<uint16_t> row_count;
   std::vector<uint16_t> quad_idx;
@@ -43,7 +48,10 @@ struct QuadRows {
 // entry of tile t. With no_min_weight, a weight -128 is stored as -127 plus a
 // second column entry for the same input column holding the remaining -1 (so
 // that every stored weight negates exactly, as the avx2 sign transfer needs).
+// After the last entry, kPadEntries entries of padding (column 0, weights 0).
 struct ColumnQuads {
+  static constexpr int64_t kPadEntries = 1;
+
   std::vector<int32_t> tile_start;
   std::vector<uint32_t> cols;
   std::vector<int8_t> weights;
