@@ -211,7 +211,7 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
   // docs/kernels.md).
   static constexpr int pass_cost(bool column, int i) {
     constexpr int quads[2][6] = {{175, 222, 277, 365, 595, 1122}, {160, 180, 221, 225, 358, 0}};
-    constexpr int columns[2][4] = {{109, 127, 192, 354}, {92, 115, 135, 191}};
+    constexpr int columns[2][4] = {{105, 127, 192, 354}, {88, 114, 135, 191}};
     return column ? columns[Dot::kExact][i] : quads[Dot::kExact][i];
   }
 
@@ -458,8 +458,8 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
   // into U accumulator sets (independent chains), summed at the end. A row
   // starts with one masked round of U steps holding its first
   // count % (U * P) pieces (the pieces after those, the row's next ones or
-  // QuadRows' padding, multiplied by zero), so that no data-dependent branch
-  // ends it. kPanels (single pieces, one set): the quads are walked in
+  // QuadRows' padding, multiplied by zero; with single-piece steps, U - 1
+  // steps hold them), so that no data-dependent branch ends it. kPanels (single pieces, one set): the quads are walked in
   // panels; each row's running sums and position are kept between panels,
   // so the tiles of a group reuse a panel while it is in the near caches.
   // kRaw: the buffer holds the raw activations, multiplied with the raw
@@ -499,7 +499,7 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
               const int head = static_cast<int>((p_end - p) % (U * P));
               __m256i w[U];
               step_weights<R, U>(wts + 4 * p, w);
-              for (int u = 0; u < U; ++u) {
+              for (int u = 0; u < (P == 1 ? U - 1 : U); ++u) {  // head < U * P
                 const __m256i keep = lanes_below(R * (head - u * P));
                 quads_step<R, G, kRaw>(acc[u], buf, idx + p + u * P, _mm256_and_si256(w[u], keep));
               }
@@ -657,11 +657,12 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
-  // Accumulator sets of column_quads_rows (see quads_sets).
+  // Accumulator sets of column_quads_rows (see quads_sets): 4 where a pass
+  // has fewer multiplies per entry than that (single rows, and two rows with
+  // vpdpbusd), else one per multiply of an entry.
   template <int R>
   static constexpr int column_sets() {
-    if (!Dot::kExact) return R == 1 ? 2 : 1;
-    return R >= 4 ? 1 : 2;
+    return R <= (Dot::kExact ? 2 : 1) ? 4 : 1;
   }
 
   // Rows [m0, m0 + rows), rows <= R, from the column buffer: per entry, the
@@ -669,17 +670,14 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
   // per activation row, arranged so that R dots, each with the weights of
   // 8 / R channels, form the R rows' products with the 8 channels (lane l of
   // dot j: row l / (8 / R), channel 8j / R + l % (8 / R)). Entries are dealt
-  // round-robin into U accumulator sets; a tile's last entries run without a
-  // data-dependent branch (those past its end multiplied by zero). Unless
-  // kRaw, by sign transfer: |x'| times sign(x') * w.
+  // round-robin into U accumulator sets, the last e1 - e0 mod U into the
+  // first. Unless kRaw, by sign transfer: |x'| times sign(x') * w.
   template <int R, bool kRaw, class Epilogue>
   TSB_KERNEL_NOINLINE void column_quads_rows(const Epilogue& epi, const uint8_t* src, int64_t m0, int rows,
                                              int32_t x_zp, int64_t t_begin, int64_t t_end) const {
     constexpr int U = column_sets<R>();
-    static_assert(U - 1 <= ColumnQuads::kPadEntries, "tail entries stay within the padding");
     auto column = [&](uint32_t k) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 8 * int64_t{k})); };
-    // keep: nullptr, or the mask that zeroes this entry's products.
-    auto entry = [&](__m256i (&acc)[R], int64_t e, const __m256i* keep) {
+    auto entry = [&](__m256i (&acc)[R], int64_t e) {
       const uint32_t* c = cq_.cols.data() + 4 * e;
       __m256i p;
       if constexpr (R == 1) {
@@ -700,8 +698,7 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
           p = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(lo), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
         }
       }
-      __m256i u = kRaw ? p : _mm256_abs_epi8(p);
-      if (keep) u = _mm256_and_si256(u, *keep);
+      const __m256i u = kRaw ? p : _mm256_abs_epi8(p);
       const int8_t* w = cq_.weights.data() + 32 * e;
       for (int j = 0; j < R; ++j) {
         const __m256i wj = column_weights<R>(w, j);
@@ -716,12 +713,9 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
       const int64_t e1 = cq_.tile_start[t + 1];
       int64_t e = cq_.tile_start[t];
       for (; e + U <= e1; e += U) {
-        for (int u = 0; u < U; ++u) entry(acc[u], e + u, nullptr);
+        for (int u = 0; u < U; ++u) entry(acc[u], e + u);
       }
-      for (int u = 0; u + 1 < U; ++u) {
-        const __m256i keep = _mm256_set1_epi32(-static_cast<int32_t>(e + u < e1));
-        entry(acc[u], e + u, &keep);
-      }
+      for (; e < e1; ++e) entry(acc[0], e);
       for (int u = 1; u < U; ++u) {
         for (int j = 0; j < R; ++j) acc[0][j] = _mm256_add_epi32(acc[0][j], acc[u][j]);
       }

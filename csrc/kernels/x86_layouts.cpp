@@ -106,8 +106,6 @@ ColumnQuads::ColumnQuads(const BcsrMatrix& m, int64_t tiles, bool no_min_weight)
     }
     tile_start[g + 1] = static_cast<int32_t>(cols.size() / 4);
   }
-  cols.resize(cols.size() + 4 * kPadEntries, 0);
-  weights.resize(weights.size() + 32 * kPadEntries, 0);
 }
 
 size_t ColumnQuads::bytes() const {

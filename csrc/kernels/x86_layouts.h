@@ -48,10 +48,7 @@ struct QuadRows {
 // entry of tile t. With no_min_weight, a weight -128 is stored as -127 plus a
 // second column entry for the same input column holding the remaining -1 (so
 // that every stored weight negates exactly, as the avx2 sign transfer needs).
-// After the last entry, kPadEntries entries of padding (column 0, weights 0).
 struct ColumnQuads {
-  static constexpr int64_t kPadEntries = 1;
-
   std::vector<int32_t> tile_start;
   std::vector<uint32_t> cols;
   std::vector<int8_t> weights;
