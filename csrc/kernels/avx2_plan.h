@@ -195,20 +195,17 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
     int8_t r = 1, g = 1;
   };
 
-  // Rows planned exactly; more rows run passes of the largest kernel the
-  // plan for this many chose first.
+  // Row counts planned exactly; a call with more rows runs the first pass
+  // planned for this many until fewer are left.
   static constexpr int64_t kPlannedRows = 64;
 
   static constexpr Pass kQuadsPasses[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {8, 2}, {8, 4}};
   static constexpr Pass kColumnPasses[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}};
 
-  // 4 groups of 8 rows pay with sign transfer (|w| and the sign mask formed
-  // once for 32 rows); with vpdpbusd, two passes of 2 groups are faster.
-  static constexpr bool kQuadsGroups4 = !Dot::kExact;
-
   // Relative time of one pass of kernel i of kQuadsPasses or kColumnPasses
-  // over the same weight, or 0 where the variant has no such kernel (see
-  // docs/kernels.md).
+  // over the same weight (measured: docs/benchmark.md, "avx2 and avxvnni
+  // small batches"), or 0 for a kernel the variant does not plan: with
+  // vpdpbusd, two passes of 16 rows take less time than one of 32.
   static constexpr int pass_cost(bool column, int i) {
     constexpr int quads[2][6] = {{175, 222, 277, 365, 595, 1122}, {160, 180, 221, 225, 358, 0}};
     constexpr int columns[2][4] = {{105, 127, 192, 354}, {88, 114, 135, 191}};
@@ -247,8 +244,8 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
       case 8: return quads_batch<8, 1>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
       case 16: return quads_batch<8, 2>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
       default:
-        if constexpr (kQuadsGroups4) return quads_batch<8, 4>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
-        return 0;  // not planned
+        if constexpr (pass_cost(false, 5) != 0) return quads_batch<8, 4>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+        return quads_batch<8, 2>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
     }
   }
 
