@@ -24,27 +24,24 @@
 // Exactness: no partial sum ever saturates, so every dot product is the exact
 // int32 one (wrapping like the reference). The ways of forming products:
 //
-//  * vpmaddwd on values widened to int16 (x: 0..255, w: -128..127): each pair
-//    sum is at most 2 * 255 * 128 in magnitude. Used by the quads GEMV. The
-//    zero point is removed afterwards as in the reference:
-//    acc = sum x * w - x_zp * row_sum.
 //  * vpdpbusd (VnniDot): exact for any bytes, on the raw activations and
-//    weights.
+//    weights. The zero point is removed afterwards as in the reference:
+//    acc = sum x * w - x_zp * row_sum.
 //  * vpmaddubsw (SignTransferDot), whose pair sums saturate at int16, only on
 //    operands that keep them within it: "sign transfer". The signed activation
 //    is x' = x XOR 0x80 = x - 128 (int8), and
 //    sum x * w = sum x' * w + 128 * row_sum.
-//    - Quads batch (weights broadcast, activations loaded): the unsigned
-//      operand is |w| (0..128), the signed one x' XORed with 0xff where w < 0
-//      (giving ~x' = -x' - 1). Then |w| * s = w * x' for w >= 0 and w * x' + w
-//      for w < 0: every product lies in [-16384, 16256], every pair sum in
-//      [-32768, 32512]. The batch buffers hold x'; the per-weight mask is
-//      vpcmpgtb(0, w); the constants go into a per-row offset:
+//    - Quads (weights expanded to the rows' lanes, activations loaded): the
+//      unsigned operand is |w| (0..128), the signed one x' XORed with 0xff
+//      where w < 0 (giving ~x' = -x' - 1). Then |w| * s = w * x' for w >= 0
+//      and w * x' + w for w < 0: every product lies in [-16384, 16256], every
+//      pair sum in [-32768, 32512]. The batch buffers hold x'; the per-weight
+//      mask is vpcmpgtb(0, w); the constants go into a per-row offset:
 //      sum x * w = sum |w| * s + 128 * row_sum - (sum of the row's negative weights).
-//    - Batches whose activations are all below 128 (checked per batch; what
+//    - Rows whose activations are all below 128 (checked per pass; what
 //      torch.ao's reduce_range observers produce): plain vpmaddubsw(x, w),
 //      every pair sum within 2 * 127 * 128, no offset beyond x_zp * row_sum.
-//    - Column quads (activations broadcast or interleaved, weights loaded):
+//    - Column quads (activations arranged to the lanes, weights broadcast):
 //      the unsigned operand is |x'| (0..128), the signed one vpsignb(w, x') =
 //      sign(x') * w, so |x'| * s = x' * w; this layout is built without -128
 //      weights (ColumnQuads' no_min_weight), so the negation is exact and every
@@ -54,16 +51,19 @@
 // QuadRows ("quads") for every block shape except rb >= 8 with cb <= 2, and
 // ColumnQuads ("column quads") for rb in {8, 16} with cb in {1, 2}.
 //
-// Loop order: activation rows are processed in batches. The last one or two
-// rows are GEMVs that read x directly: quads load 8 pieces' activations per
-// step (two rows sharing each step's indices and weights), column quads
-// broadcast an entry's 4 activation bytes to the 8 rows. A batch of 8,
-// 16 or 32 rows first re-lays the batch's activations in a buffer ordered for
-// the layout (quads: 4 columns of 8 rows per vector; column quads: 8 rows per
-// column), then streams each tile's weights once for the whole batch. The
-// buffers are per-thread scratch that is reused from call to call.
-// Epilogues work on 8 output channels of one output row at a time, with the
-// same float operations in the same order as requantize.h.
+// Loop order: a call's activation rows run in passes over the weights (see
+// plan_passes). A pass of R rows (R in {1, 2, 4, 8}; quads also 16 and 32
+// rows as 2 or 4 groups of 8) first re-lays its rows in a buffer ordered for
+// the layout (quads: per quad, the R rows' 4 bytes; column quads: per column,
+// 8 rows' bytes; one column quads row is read in place), then streams each
+// tile's weights once. Every vector multiply fills its 8 lanes with real
+// work: the quads kernels put 8 / R pieces of one output channel in a vector
+// (lane l: piece l / R, row l % R), the column quads kernels 8 / R channels
+// of one entry (lane l: row l / (8 / R), channel 8j / R + l % (8 / R) in the
+// j-th of R multiplies), so a pass's time grows with R. The buffers are
+// per-thread scratch that is reused from call to call. Epilogues work on 8
+// output channels of one output row at a time, with the same float
+// operations in the same order as requantize.h.
 //
 // The ISA is enabled by the including file only: its target region covers
 // this code, which runs only after dispatch selected the variant. FMA is left
@@ -110,6 +110,7 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
       q_ = QuadRows(m, tiles_);
       if constexpr (!Dot::kExact) build_sign_offsets(m);
     }
+    plan_passes();
   }
 
   const char* name() const override { return Dot::kName; }
@@ -175,143 +176,182 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
     if (m_begin >= m_end || t_begin >= t_end) return;
     for (int64_t m = m_begin; m < m_end;) {
       const int64_t left = m_end - m;
-      // One or two rows: GEMVs, which read x directly; a batch of 8 would
-      // re-lay the activations and form 8 rows' products for one or two.
-      if (left <= 2) {
-        if (column_quads_) {
-          for (int64_t i = m; i < m_end; ++i) column_quads_gemv(epi, x + i * ldx, i, x_zp, t_begin, t_end);
-        } else if (left == 2) {
-          quads_gemv<2>(epi, x + m * ldx, ldx, m, x_zp, t_begin, t_end);
-        } else {
-          quads_gemv<1>(epi, x + m * ldx, ldx, m, x_zp, t_begin, t_end);
+      const Pass pass = first_pass_[std::min(left, kPlannedRows)];
+      m += column_quads_ ? column_quads_pass(epi, x, ldx, x_zp, m, left, pass, t_begin, t_end)
+                         : quads_pass(epi, x, ldx, x_zp, m, left, pass, t_begin, t_end);
+    }
+  }
+
+  // ---- Passes ----
+  //
+  // A call's rows run in passes over the weights, each pass one kernel for
+  // R rows per group and G groups (quads: R in {1, 2, 4, 8}, G in {1, 2, 4}
+  // with G > 1 only for R = 8; column quads: R in {1, 2, 4, 8}, G = 1). A
+  // kernel's time per pass hardly depends on how many of its R * G rows are
+  // real, so the rows are split into the passes of least total time, by a
+  // table of each kernel's relative time per pass (pass_cost).
+
+  struct Pass {
+    int8_t r = 1, g = 1;
+  };
+
+  // Row counts planned exactly; a call with more rows runs the first pass
+  // planned for this many until fewer are left.
+  static constexpr int64_t kPlannedRows = 64;
+
+  static constexpr Pass kQuadsPasses[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}, {8, 2}, {8, 4}};
+  static constexpr Pass kColumnPasses[] = {{1, 1}, {2, 1}, {4, 1}, {8, 1}};
+
+  // Relative time of one pass of kernel i of kQuadsPasses or kColumnPasses
+  // over the same weight (measured: docs/benchmark.md, "avx2 and avxvnni
+  // small batches"), or 0 for a kernel the variant does not plan: with
+  // vpdpbusd, two passes of 16 rows take less time than one of 32.
+  static constexpr int pass_cost(bool column, int i) {
+    constexpr int quads[2][6] = {{175, 222, 277, 365, 595, 1122}, {160, 180, 221, 225, 358, 0}};
+    constexpr int columns[2][4] = {{105, 127, 192, 354}, {88, 114, 135, 191}};
+    return column ? columns[Dot::kExact][i] : quads[Dot::kExact][i];
+  }
+
+  // first_pass_[n]: the first pass of the cheapest split of n rows.
+  void plan_passes() {
+    const int kinds = column_quads_ ? 4 : 6;
+    const Pass* passes = column_quads_ ? kColumnPasses : kQuadsPasses;
+    std::vector<int64_t> cost(kPlannedRows + 1, 0);
+    for (int64_t n = 1; n <= kPlannedRows; ++n) {
+      cost[n] = INT64_MAX;
+      for (int i = 0; i < kinds; ++i) {
+        if (pass_cost(column_quads_, i) == 0) continue;
+        const int64_t c = pass_cost(column_quads_, i) + cost[std::max<int64_t>(0, n - passes[i].r * passes[i].g)];
+        if (c < cost[n]) {
+          cost[n] = c;
+          first_pass_[n] = passes[i];
         }
-        break;
       }
-      if (column_quads_) {
-        const int rows = static_cast<int>(std::min<int64_t>(left, 8));
-        Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(ceil_div(kp_, 16) * 4));
-        const bool raw = Dot::kExact || below_128(x + m * ldx, ldx, rows);
-        pack_column_bytes(x + m * ldx, ldx, rows, raw, buf);
-        if (raw) {
-          column_quads_batch8<true>(epi, buf, m, rows, x_zp, t_begin, t_end);
-        } else if constexpr (!Dot::kExact) {
-          column_quads_batch8<false>(epi, buf, m, rows, x_zp, t_begin, t_end);
-        }
-        m += rows;
-        continue;
-      }
-      // As many groups of 8 rows as the batch fills, up to 4: each piece's
-      // |w| and sign mask are formed once per batch, and with more groups
-      // over more rows. The buffer takes 8 bytes per column and group; where
-      // it outgrows the near caches, quads_batch walks it in panels.
-      const int groups = left >= 24 ? 4 : (left >= 12 ? 2 : 1);
-      const int rows = static_cast<int>(std::min<int64_t>(left, 8 * groups));
-      Vec32* buf = thread_scratch<Vec32>(static_cast<size_t>(quads_ * groups));
-      // With an exact dot (VNNI), and for activations below 128 (what
-      // torch.ao's reduce_range observers produce), the raw activations
-      // multiply exactly, without sign transfer.
-      const bool raw = Dot::kExact || below_128(x + m * ldx, ldx, rows);
-      pack_quad_bytes(x + m * ldx, ldx, rows, groups, raw, buf);
-      switch (groups) {
-        case 4: quads_batch<4>(epi, buf, m, rows, x_zp, raw, t_begin, t_end); break;
-        case 2: quads_batch<2>(epi, buf, m, rows, x_zp, raw, t_begin, t_end); break;
-        default: quads_batch<1>(epi, buf, m, rows, x_zp, raw, t_begin, t_end); break;
-      }
-      m += rows;
     }
   }
 
   // ---- Quads layout ----
 
-  // The int16 activations of 4 pieces (quads idx[0..3] of the widened row
-  // x16) in one vector: 64-bit broadcast loads merged by blends, which keeps
-  // the shuffle units free; the 4 indices come from one 64-bit load.
-  static __m256i load_4_quads(const int16_t* x16, uint64_t i4) {
-    auto quad = [&](int j) {
-      const int16_t* q = x16 + 4 * ((i4 >> (16 * j)) & 0xffff);
+  // One pass over the quads for the first rows of the `left` rows from m;
+  // returns how many it computed.
+  template <class Epilogue>
+  int64_t quads_pass(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m,
+                     int64_t left, Pass pass, int64_t t_begin, int64_t t_end) const {
+    switch (pass.r * pass.g) {
+      case 1: return quads_batch<1, 1>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+      case 2: return quads_batch<2, 1>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+      case 4: return quads_batch<4, 1>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+      case 8: return quads_batch<8, 1>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+      case 16: return quads_batch<8, 2>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+      default:
+        if constexpr (pass_cost(false, 5) != 0) return quads_batch<8, 4>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+        return quads_batch<8, 2>(epi, x, ldx, x_zp, m, left, t_begin, t_end);
+    }
+  }
+
+  // 8-byte words base[8 i .. 8 i + 7] for the 4 indices i in the 16-bit
+  // fields of i4, in 64-bit lanes 0..3: broadcast loads merged by blends,
+  // which keeps the shuffle units free.
+  static __m256i gather_4_qwords(const uint8_t* base, uint64_t i4) {
+    auto word = [&](int j) {
+      const uint8_t* q = base + 8 * ((i4 >> (16 * j)) & 0xffff);
       return _mm256_castpd_si256(_mm256_broadcast_sd(reinterpret_cast<const double*>(q)));
     };
-    const __m256i lo = _mm256_blend_epi32(quad(0), quad(1), 0x0c);
-    const __m256i hi = _mm256_blend_epi32(quad(2), quad(3), 0xc0);
+    const __m256i lo = _mm256_blend_epi32(word(0), word(1), 0x0c);
+    const __m256i hi = _mm256_blend_epi32(word(2), word(3), 0xc0);
     return _mm256_blend_epi32(lo, hi, 0xf0);
   }
 
-  // acc[i] + the products of the first n (<= 8) of 8 pieces (32 weights)
-  // with their activations in row x16[i], for R activation rows: the indices
-  // and weights are loaded and widened once for all R. All 8 indices must be
-  // valid quads.
-  template <int R>
-  static void quads_dot8(__m256i (&acc)[R], const int16_t* const (&x16)[R], const uint16_t* idx,
-                         const int8_t* w, int n) {
-    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
-    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)));
-    if (n < 8) {  // piece j's weights are the int32 lanes 2j and 2j + 1
-      w0 = _mm256_and_si256(w0, lanes_below(2 * n));
-      w1 = _mm256_and_si256(w1, lanes_below(2 * n - 8));
-    }
-    uint64_t lo, hi;  // the 8 indices
-    std::memcpy(&lo, idx, sizeof(lo));
-    std::memcpy(&hi, idx + 4, sizeof(hi));
-    for (int i = 0; i < R; ++i) {
-      const __m256i p0 = _mm256_madd_epi16(load_4_quads(x16[i], lo), w0);
-      const __m256i p1 = _mm256_madd_epi16(load_4_quads(x16[i], hi), w1);
-      acc[i] = _mm256_add_epi32(acc[i], _mm256_add_epi32(p0, p1));
+  // 4-byte words base[4 i .. 4 i + 3] for 8 indices i (the 16-bit fields of
+  // lo, then of hi), in 32-bit lanes 0..7.
+  static __m256i gather_8_dwords(const uint8_t* base, uint64_t lo, uint64_t hi) {
+    auto word = [&](uint64_t i4, int j) {
+      int32_t v;
+      std::memcpy(&v, base + 4 * ((i4 >> (16 * j)) & 0xffff), 4);
+      return _mm256_set1_epi32(v);
+    };
+    const __m256i a = _mm256_blend_epi32(word(lo, 0), word(lo, 1), 0x02);
+    const __m256i b = _mm256_blend_epi32(word(lo, 2), word(lo, 3), 0x08);
+    const __m256i c = _mm256_blend_epi32(word(hi, 0), word(hi, 1), 0x20);
+    const __m256i d = _mm256_blend_epi32(word(hi, 2), word(hi, 3), 0x80);
+    return _mm256_blend_epi32(_mm256_blend_epi32(a, b, 0x0c), _mm256_blend_epi32(c, d, 0xc0), 0xf0);
+  }
+
+  // The activations of the P = 8 / R pieces at idx[0 .. P - 1], group g of a
+  // batch buffer of G groups of R rows: lane l holds row l % R's 4 bytes of
+  // piece l / R.
+  template <int R, int G>
+  static __m256i piece_words(const uint8_t* buf, const uint16_t* idx, int g) {
+    static_assert(R == 8 || G == 1, "groups of 8 rows only");
+    if constexpr (R == 8) {
+      return _mm256_load_si256(reinterpret_cast<const __m256i*>(buf + int64_t{idx[0]} * (32 * G) + 32 * g));
+    } else if constexpr (R == 4) {
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 16 * int64_t{idx[0]}));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(buf + 16 * int64_t{idx[1]}));
+      return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+    } else if constexpr (R == 2) {
+      uint64_t i4;
+      std::memcpy(&i4, idx, sizeof(i4));
+      return gather_4_qwords(buf, i4);
+    } else {
+      uint64_t lo, hi;
+      std::memcpy(&lo, idx, sizeof(lo));
+      std::memcpy(&hi, idx + 4, sizeof(hi));
+      return gather_8_dwords(buf, lo, hi);
     }
   }
 
-  // Dot products of R activation rows with one output row's pieces, 8
-  // pieces per step; the lanes of acc[i] sum to row i's output. The last
-  // partial group reads the following rows' pieces with weight 0, or, when
-  // fewer than 8 pieces are left in the arrays (`readable`), a zero-padded copy.
+  // The weights of the P = 8 / R pieces at w (4 bytes each): lane l holds
+  // piece l / R's.
   template <int R>
-  static void quads_row_dot(__m256i (&acc)[R], const int16_t* const (&x16)[R], const uint16_t* idx,
-                            const int8_t* w, int64_t count, int64_t readable) {
-    for (auto& a : acc) a = _mm256_setzero_si256();
-    int64_t i = 0;
-    for (; i + 8 <= count; i += 8) quads_dot8<R>(acc, x16, idx + i, w + 4 * i, 8);
-    const int tail = static_cast<int>(count - i);
-    if (tail == 0) return;
-    if (i + 8 <= readable) return quads_dot8<R>(acc, x16, idx + i, w + 4 * i, tail);
-    uint16_t tail_idx[8] = {};
-    alignas(32) int8_t tail_w[32] = {};
-    std::memcpy(tail_idx, idx + i, static_cast<size_t>(tail) * sizeof(uint16_t));
-    std::memcpy(tail_w, w + 4 * i, static_cast<size_t>(tail) * 4);
-    quads_dot8<R>(acc, x16, tail_idx, tail_w, tail);
+  static __m256i piece_weights(const int8_t* w) {
+    if constexpr (R == 8) {
+      int32_t w4;
+      std::memcpy(&w4, w, 4);
+      return _mm256_set1_epi32(w4);
+    } else if constexpr (R == 4) {
+      return _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w))),
+                                         _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+    } else if constexpr (R == 2) {
+      return _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
+                                         _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+    } else {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    }
   }
 
-  // R (1 or 2) activation rows m .. m + R - 1 against the quads: each row
-  // widened to int16 once, zero-padded to whole quads. Two rows share the
-  // index and weight loads and the widening of the weights.
-  template <int R, class Epilogue>
-  TSB_KERNEL_NOINLINE void quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t ldx, int64_t m,
-                                      int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    const int64_t width = quads_ * 4;
-    int16_t* scratch = thread_scratch<int16_t>(static_cast<size_t>(width * R));
-    const int16_t* x16[R];
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* row = x + i * ldx;
-      int16_t* out = scratch + i * width;
-      int64_t k = 0;
-      for (; k + 16 <= kp_; k += 16) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), load_row16_epu8(row + k, 16));
+  // piece_weights of the U steps of P = 8 / R pieces from w. One piece per
+  // step (R = 8) and sets of 4 steps: one 16-byte load broadcast to both
+  // halves and an in-lane shuffle per step, instead of a broadcast load per
+  // step (the vector loads, two per cycle, bound those loops).
+  template <int R, int U>
+  static void step_weights(const int8_t* w, __m256i (&out)[U]) {
+    if constexpr (R == 8 && U % 4 == 0) {
+      for (int u = 0; u < U; u += 4) {
+        const __m256i w4 = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 4 * u)));
+        out[u] = _mm256_shuffle_epi32(w4, 0x00);
+        out[u + 1] = _mm256_shuffle_epi32(w4, 0x55);
+        out[u + 2] = _mm256_shuffle_epi32(w4, 0xaa);
+        out[u + 3] = _mm256_shuffle_epi32(w4, 0xff);
       }
-      for (; k < width; ++k) out[k] = k < kp_ ? row[k] : 0;
-      x16[i] = out;
+    } else {
+      for (int u = 0; u < U; ++u) out[u] = piece_weights<R>(w + 4 * (8 / R) * u);
     }
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      __m256i acc[R][8];
-      int64_t p = q_.tile_start[t];
-      for (int64_t r = 0; r < 8; ++r) {
-        const int64_t count = q_.row_count[t * kTileRows + r];
-        __m256i a[R];
-        quads_row_dot<R>(a, x16, q_.quad_idx.data() + p, q_.weights.data() + 4 * p, count,
-                         static_cast<int64_t>(q_.quad_idx.size()) - p);
-        for (int i = 0; i < R; ++i) acc[i][r] = a[i];
-        p += count;
-      }
-      const __m256i term = zero_point_term(t, x_zp);
-      for (int i = 0; i < R; ++i) {
-        epi.store(m + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(sum_lanes_8x8(acc[i]), term));
+  }
+
+  // acc[g] + the products of weights w (as piece_weights) with the
+  // activations of group g (as piece_words). Unless kRaw, the buffer holds
+  // x' = x XOR 0x80 and the products are sign transfer ones (see the top of
+  // this file); |w| and the sign mask are formed once for the G groups.
+  template <int R, int G, bool kRaw>
+  static void quads_step(__m256i (&acc)[G], const uint8_t* buf, const uint16_t* idx, __m256i w) {
+    if constexpr (kRaw) {
+      for (int g = 0; g < G; ++g) acc[g] = Dot::dot(acc[g], piece_words<R, G>(buf, idx, g), w);
+    } else {
+      const __m256i w_abs = _mm256_abs_epi8(w);
+      const __m256i flip = _mm256_cmpgt_epi8(_mm256_setzero_si256(), w);
+      for (int g = 0; g < G; ++g) {
+        acc[g] = Dot::dot(acc[g], w_abs, _mm256_xor_si256(piece_words<R, G>(buf, idx, g), flip));
       }
     }
   }
@@ -328,71 +368,109 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
     return true;
   }
 
-  // Batch buffer of the quads layout: for quad q and group g of 8 activation
-  // rows, the vector at index q * groups + g holds the bytes x[i][4q..4q+3]
-  // of rows i = 0..7 of the group, XOR 0x80 unless raw, row i in int32
-  // lane i. Rows past `rows` and columns past padded_k() read as x = 0.
+  // Batch buffer of the quads layout for G groups of R rows: for quad q and
+  // group g, the 4 R bytes at (q * G + g) * 4 R hold x[i][4q..4q+3] of rows
+  // i = 0..R-1 of the group, XOR 0x80 unless raw. Rows past `rows` and
+  // columns past padded_k() read as x = 0.
+  template <int R>
   void pack_quad_bytes(const uint8_t* x, int64_t ldx, int rows, int groups, bool raw,
-                       Vec32* buf) const {
+                       uint8_t* buf) const {
     const __m256i offset = _mm256_set1_epi8(static_cast<char>(raw ? 0 : 0x80));
     for (int g = 0; g < groups; ++g) {
-      const int valid = std::max(0, std::min(8, rows - 8 * g));
+      const int valid = std::max(0, std::min(R, rows - R * g));
       for (int64_t k = 0; k < kp_; k += 32) {
         const int64_t len = std::min<int64_t>(32, kp_ - k);
         __m256i r[8];
         for (int i = 0; i < 8; ++i) {
-          r[i] = i < valid ? load_row32_epu8(x + (8 * g + i) * ldx + k, len) : _mm256_setzero_si256();
+          r[i] = i < valid ? load_row32_epu8(x + (R * g + i) * ldx + k, len) : _mm256_setzero_si256();
         }
-        transpose_8x8_epi32(r);  // r[j]: quad j of the 32 columns, lane = row
+        if constexpr (R > 1) transpose_8x8_epi32(r);  // r[j]: quad j of the 32 columns, lane = row
         const int64_t nq = ceil_div(len, 4);
         for (int64_t qq = 0; qq < nq; ++qq) {
-          _mm256_store_si256(reinterpret_cast<__m256i*>(buf + (k / 4 + qq) * groups + g),
-                             _mm256_xor_si256(r[qq], offset));
+          uint8_t* out = buf + ((k / 4 + qq) * groups + g) * 4 * R;
+          if constexpr (R == 8) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_xor_si256(r[qq], offset));
+          } else if constexpr (R == 4) {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(_mm256_xor_si256(r[qq], offset)));
+          } else if constexpr (R == 2) {
+            _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(_mm256_xor_si256(r[qq], offset)));
+          }
+        }
+        if constexpr (R == 1) {  // the row itself, in whole quads
+          alignas(32) uint8_t t[32];
+          _mm256_store_si256(reinterpret_cast<__m256i*>(t), _mm256_xor_si256(r[0], offset));
+          std::memcpy(buf + k, t, static_cast<size_t>(4 * nq));
         }
       }
     }
   }
 
-  // Rows [m0, m0 + rows) for 8 * G activation rows at once: per piece, the
-  // weight word is broadcast once (with sign transfer, |w| and the sign mask
-  // formed once; see the top of this file) and multiplied with G activation
-  // vectors; the lanes of Dot::dot are the 8 rows' dot products with the piece.
-  // When the batch buffer is larger than kPanelBytes, the quads are walked in
-  // panels of that size, for kPanelTiles tiles at a time: each row's running
-  // sums and position are kept between panels, so the tiles of a group reuse
-  // a panel while it is in the near caches. A panel may exceed L1: every
-  // panel boundary costs each row a save and a reload of its running sums,
-  // which a smaller panel pays more often.
-  template <int G, class Epilogue>
-  void quads_batch(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows, int32_t x_zp,
-                   bool raw, int64_t t_begin, int64_t t_end) const {
+  // Accumulator sets of the quads kernels: vpdpbusd's latency needs several
+  // independent chains; the sign transfer chains end in a one-cycle add, and
+  // two sets pay there only for single pieces of one or two groups.
+  template <int R, int G>
+  static constexpr int quads_sets() {
+    if constexpr (Dot::kExact) return R == 1 ? 2 : 4;
+    return R == 8 && G <= 2 ? 2 : 1;
+  }
+
+  // Rows [m, m + min(left, R * G)) in one pass over the quads: the rows are
+  // re-laid in a batch buffer (pack_quad_bytes) and each piece's weights
+  // meet them there, P = 8 / R pieces per vector. Returns the rows done.
+  // When the buffer is larger than kPanelBytes (4 groups of 8 rows), the
+  // quads are walked in panels of that size, for kPanelTiles tiles at a time.
+  template <int R, int G, class Epilogue>
+  int64_t quads_batch(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m,
+                      int64_t left, int64_t t_begin, int64_t t_end) const {
+    const int rows = static_cast<int>(std::min<int64_t>(left, R * G));
+    uint8_t* buf = thread_scratch<Vec64>(static_cast<size_t>(ceil_div(quads_ * R * G, 16)))->b;
+    // With an exact dot (VNNI), and for activations below 128 (what
+    // torch.ao's reduce_range observers produce), the raw activations
+    // multiply exactly, without sign transfer.
+    const bool raw = Dot::kExact || below_128(x + m * ldx, ldx, rows);
+    pack_quad_bytes<R>(x + m * ldx, ldx, rows, G, raw, buf);
     // Panels only at 4 groups: with fewer, a row's pieces per panel are too
     // few to pay for saving and reloading its running sums.
+    constexpr bool kPanels = G == 4;
     const int64_t panel = std::max<int64_t>(1, kPanelBytes / (G * int64_t{sizeof(Vec32)}));
-    const bool panels = G == 4 && panel < quads_;
+    const bool panels = kPanels && panel < quads_;
     if (raw) {
       if (panels) {
-        quads_batch_panels<G, true, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
+        quads_rows<R, G, kPanels, true>(epi, buf, m, rows, x_zp, t_begin, t_end, panel);
       } else {
-        quads_batch_panels<G, false, true>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
+        quads_rows<R, G, false, true>(epi, buf, m, rows, x_zp, t_begin, t_end, quads_);
       }
     } else if constexpr (!Dot::kExact) {
       if (panels) {
-        quads_batch_panels<G, true, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, panel);
+        quads_rows<R, G, kPanels, false>(epi, buf, m, rows, x_zp, t_begin, t_end, panel);
       } else {
-        quads_batch_panels<G, false, false>(epi, buf, m0, rows, x_zp, t_begin, t_end, quads_);
+        quads_rows<R, G, false, false>(epi, buf, m, rows, x_zp, t_begin, t_end, quads_);
       }
     }
+    return rows;
   }
 
+  // The pieces of each output row in steps of P = 8 / R, against G groups of
+  // R activation rows in the batch buffer; the steps are dealt round-robin
+  // into U accumulator sets (independent chains), summed at the end. A row
+  // starts with one masked round of U steps holding its first
+  // count % (U * P) pieces (the pieces after those, the row's next ones or
+  // QuadRows' padding, multiplied by zero; with single-piece steps, U - 1
+  // steps hold them), so that no data-dependent branch ends it. kPanels (single pieces, one set): the quads are walked in
+  // panels; each row's running sums and position are kept between panels,
+  // so the tiles of a group reuse a panel while it is in the near caches.
   // kRaw: the buffer holds the raw activations, multiplied with the raw
   // weights: by vpdpbusd, or by vpmaddubsw when all are below 128
   // (|pair sum| <= 2 * 127 * 128).
-  template <int G, bool kPanels, bool kRaw, class Epilogue>
-  TSB_KERNEL_NOINLINE void quads_batch_panels(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
-                          int32_t x_zp, int64_t t_begin, int64_t t_end, int64_t panel) const {
-    alignas(32) int32_t part[G][8][8];  // [group][output row][activation row]
-    const __m256i zero = _mm256_setzero_si256();
+  template <int R, int G, bool kPanels, bool kRaw, class Epilogue>
+  TSB_KERNEL_NOINLINE void quads_rows(const Epilogue& epi, const uint8_t* buf, int64_t m0, int rows,
+                                      int32_t x_zp, int64_t t_begin, int64_t t_end, int64_t panel) const {
+    constexpr int P = 8 / R, U = quads_sets<R, G>();
+    static_assert(U * P <= QuadRows::kPadPieces, "a round of steps from a row's end stays within the padding");
+    static_assert(!kPanels || U * P == 1, "panels walk single pieces in one chain");
+    alignas(32) int32_t part[G][8][8];  // [group][output row][lane]
+    const uint16_t* const idx = q_.quad_idx.data();
+    const int8_t* const wts = q_.weights.data();
     __m256i running[kPanels ? kPanelTiles * kTileRows * G : 1];
     int64_t position[kPanels ? kPanelTiles * kTileRows : 1];
     for (int64_t tg = t_begin; tg < t_end; tg += kPanelTiles) {
@@ -406,63 +484,99 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
             const int64_t p_end = row_begin + q_.row_count[t * kTileRows + r];
             int64_t p = kPanels && q0 > 0 ? position[i] : row_begin;
             row_begin = p_end;
-            __m256i acc[G];
-            for (int g = 0; g < G; ++g) {
-              acc[g] = kPanels && q0 > 0 ? running[i * G + g] : _mm256_setzero_si256();
-            }
-            for (; p < p_end && (!kPanels || q_.quad_idx[p] < q1); ++p) {
-              const __m256i* xq = reinterpret_cast<const __m256i*>(buf + int64_t{q_.quad_idx[p]} * G);
-              int32_t w4;
-              std::memcpy(&w4, q_.weights.data() + 4 * p, 4);
-              const __m256i w = _mm256_set1_epi32(w4);
-              if constexpr (kRaw) {
-                for (int g = 0; g < G; ++g) acc[g] = Dot::dot(acc[g], _mm256_load_si256(xq + g), w);
-              } else {
-                const __m256i w_abs = _mm256_abs_epi8(w);
-                const __m256i flip = _mm256_cmpgt_epi8(zero, w);
-                for (int g = 0; g < G; ++g) {
-                  acc[g] = Dot::dot(acc[g], w_abs, _mm256_xor_si256(_mm256_load_si256(xq + g), flip));
-                }
+            __m256i acc[U][G];
+            for (int u = 0; u < U; ++u) {
+              for (int g = 0; g < G; ++g) {
+                acc[u][g] = kPanels && q0 > 0 ? running[i * G + g] : _mm256_setzero_si256();
               }
             }
+            if constexpr (U * P > 1) {
+              // The first (p_end - p) % (U * P) pieces, so that whole steps
+              // end the row; the weights of the pieces after them masked to zero.
+              const int head = static_cast<int>((p_end - p) % (U * P));
+              __m256i w[U];
+              step_weights<R, U>(wts + 4 * p, w);
+              for (int u = 0; u < (P == 1 ? U - 1 : U); ++u) {  // head < U * P
+                const __m256i keep = lanes_below(R * (head - u * P));
+                quads_step<R, G, kRaw>(acc[u], buf, idx + p + u * P, _mm256_and_si256(w[u], keep));
+              }
+              p += head;
+            }
+            for (; p + U * P <= p_end && (!kPanels || idx[p + U * P - 1] < q1); p += U * P) {
+              __m256i w[U];
+              step_weights<R, U>(wts + 4 * p, w);
+              for (int u = 0; u < U; ++u) quads_step<R, G, kRaw>(acc[u], buf, idx + p + u * P, w[u]);
+            }
+            for (int u = 1; u < U; ++u) {
+              for (int g = 0; g < G; ++g) acc[0][g] = _mm256_add_epi32(acc[0][g], acc[u][g]);
+            }
             if (kPanels && q1 < quads_) {
-              for (int g = 0; g < G; ++g) running[i * G + g] = acc[g];
+              for (int g = 0; g < G; ++g) running[i * G + g] = acc[0][g];
               position[i] = p;
             } else {
-              for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[g]);
+              for (int g = 0; g < G; ++g) _mm256_store_si256(reinterpret_cast<__m256i*>(part[g][r]), acc[0][g]);
             }
           }
           if (q1 == quads_) {
-            store_batch_tile<G>(epi, part, m0, rows, t,
-                                kRaw ? zero_point_term(t, x_zp) : sign_transfer_term(t, x_zp));
+            store_batch_tile<R, G>(epi, part, m0, rows, t,
+                                   kRaw ? zero_point_term(t, x_zp) : sign_transfer_term(t, x_zp));
           }
         }
       }
     }
   }
 
-  // Epilogue of one tile of quads_batch: part[g][r][i] is the sum of output
-  // row 8t + r for activation row m0 + 8g + i, zp_term what to subtract.
-  template <int G, class Epilogue>
+  // Epilogue of one tile of quads_rows: part[g][r][l] is output row 8t + r's
+  // sum for activation row m0 + R g + l % R (lane l, of P = 8 / R pieces),
+  // zp_term what to subtract.
+  template <int R, int G, class Epilogue>
   void store_batch_tile(const Epilogue& epi, const int32_t (&part)[G][8][8], int64_t m0, int rows,
                         int64_t t, __m256i zp_term) const {
-    for (int g = 0; g < G && 8 * g < rows; ++g) {
+    for (int g = 0; g < G && R * g < rows; ++g) {
       __m256i c[8];
       for (int r = 0; r < 8; ++r) c[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part[g][r]));
-      transpose_8x8_epi32(c);  // c[i]: activation row 8g + i, lane = output row
-      for (int i = 0; i < 8 && 8 * g + i < rows; ++i) {
-        epi.store(m0 + 8 * g + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(c[i], zp_term));
+      transpose_8x8_epi32(c);  // c[l]: lane l, lane = output row
+      for (int i = 0; i < R && R * g + i < rows; ++i) {
+        __m256i sum = c[i];
+        for (int j = 1; j < 8 / R; ++j) sum = _mm256_add_epi32(sum, c[i + R * j]);
+        epi.store(m0 + R * g + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(sum, zp_term));
       }
     }
   }
 
   // ---- Column quads layout ----
 
-  // acc + the sign transfer products |x'| * (sign(x') * w) = x' * w (x' =
-  // x - 128 as int8; w never -128 in this layout, so sign(x') * w is exact)
-  // of 4 activation bytes with 4 weights per int32 lane.
-  static __m256i signed_dot(__m256i acc, __m256i x, __m256i w) {
-    return Dot::dot(acc, _mm256_abs_epi8(x), _mm256_sign_epi8(w, x));
+  // One pass over the column quads for the first rows of the `left` rows
+  // from m; returns how many it computed.
+  template <class Epilogue>
+  int64_t column_quads_pass(const Epilogue& epi, const uint8_t* x, int64_t ldx, int32_t x_zp, int64_t m,
+                            int64_t left, Pass pass, int64_t t_begin, int64_t t_end) const {
+    const int rows = static_cast<int>(std::min<int64_t>(left, pass.r));
+    // With an exact dot (VNNI), and for activations below 128, the raw
+    // activations multiply exactly, without sign transfer.
+    const bool raw = Dot::kExact || below_128(x + m * ldx, ldx, rows);
+    if (pass.r == 1) {  // reads the row itself
+      column_quads_batch<1>(epi, x + m * ldx, m, rows, x_zp, raw, t_begin, t_end);
+      return 1;
+    }
+    uint8_t* buf = thread_scratch<Vec32>(static_cast<size_t>(ceil_div(kp_, 16) * 4))->b;
+    pack_column_bytes(x + m * ldx, ldx, rows, raw, buf);
+    switch (pass.r) {
+      case 2: column_quads_batch<2>(epi, buf, m, rows, x_zp, raw, t_begin, t_end); break;
+      case 4: column_quads_batch<4>(epi, buf, m, rows, x_zp, raw, t_begin, t_end); break;
+      default: column_quads_batch<8>(epi, buf, m, rows, x_zp, raw, t_begin, t_end); break;
+    }
+    return rows;
+  }
+
+  template <int R, class Epilogue>
+  void column_quads_batch(const Epilogue& epi, const uint8_t* src, int64_t m0, int rows, int32_t x_zp,
+                          bool raw, int64_t t_begin, int64_t t_end) const {
+    if (raw) {
+      column_quads_rows<R, true>(epi, src, m0, rows, x_zp, t_begin, t_end);
+    } else if constexpr (!Dot::kExact) {
+      column_quads_rows<R, false>(epi, src, m0, rows, x_zp, t_begin, t_end);
+    }
   }
 
   // What to subtract from sums of x' * w of tile t: x' = x - 128, so the
@@ -471,40 +585,11 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
     return zero_point_term(t, x_zp - 128);
   }
 
-  template <class Epilogue>
-  TSB_KERNEL_NOINLINE void column_quads_gemv(const Epilogue& epi, const uint8_t* x, int64_t m,
-                                             int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    // An entry's 4 activations as one word (x' = x XOR 0x80 unless the dot
-    // is exact on the raw bytes), broadcast to the 8 rows.
-    auto gather4 = [&](int64_t e) {
-      const uint32_t* c = cq_.cols.data() + 4 * e;
-      const uint32_t word = x[c[0]] | (x[c[1]] << 8) | (x[c[2]] << 16) | (uint32_t{x[c[3]]} << 24);
-      return _mm256_set1_epi32(static_cast<int32_t>(Dot::kExact ? word : word ^ 0x80808080u));
-    };
-    auto entry = [&](__m256i acc, int64_t e) {
-      const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cq_.weights.data() + 32 * e));
-      return Dot::kExact ? Dot::dot(acc, gather4(e), w) : signed_dot(acc, gather4(e), w);
-    };
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
-      const int64_t e1 = cq_.tile_start[t + 1];
-      int64_t e = cq_.tile_start[t];
-      for (; e + 2 <= e1; e += 2) {
-        acc0 = entry(acc0, e);
-        acc1 = entry(acc1, e + 1);
-      }
-      if (e < e1) acc0 = entry(acc0, e);
-      const __m256i term = Dot::kExact ? zero_point_term(t, x_zp) : signed_term(t, x_zp);
-      epi.store(m, t * kTileRows, valid_rows(t), _mm256_sub_epi32(_mm256_add_epi32(acc0, acc1), term));
-    }
-  }
-
   // Batch buffer of the column quads layout: column k is the 8 bytes
   // x[i][k] of rows i = 0..7, XOR 0x80 unless raw (rows past `rows` read
   // as x = 0), at byte 8 * k.
-  void pack_column_bytes(const uint8_t* x, int64_t ldx, int rows, bool raw, Vec32* buf) const {
+  void pack_column_bytes(const uint8_t* x, int64_t ldx, int rows, bool raw, uint8_t* cols) const {
     const __m128i offset = _mm_set1_epi8(static_cast<char>(raw ? 0 : 0x80));
-    uint8_t* cols = reinterpret_cast<uint8_t*>(buf);
     for (int64_t k = 0; k < kp_; k += 16) {
       const int64_t len = std::min<int64_t>(16, kp_ - k);
       __m128i r[8];
@@ -530,43 +615,116 @@ class Avx2FamilyPlan final : public KernelPlan, private TiledPlanShape {
     }
   }
 
-  // Rows [m0, m0 + rows), rows <= 8. Per entry, the activation bytes of its 4
-  // columns are interleaved once into one int32 per activation row (lane m),
-  // and each output row's 4 weights, broadcast, meet them by sign transfer:
-  // acc[i] lane m is output row i with activation row m. kRaw: the buffer
-  // holds the raw activations (below 128 unless the dot is exact),
-  // multiplied with the raw weights.
-  template <bool kRaw, class Epilogue>
-  TSB_KERNEL_NOINLINE void column_quads_batch8(const Epilogue& epi, const Vec32* buf, int64_t m0, int rows,
-                                               int32_t x_zp, int64_t t_begin, int64_t t_end) const {
-    const uint8_t* cols = reinterpret_cast<const uint8_t*>(buf);
-    auto column = [&](uint32_t k) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(cols + 8 * int64_t{k})); };
-    for (int64_t t = t_begin; t < t_end; ++t) {
-      __m256i acc[8];
-      for (auto& a : acc) a = _mm256_setzero_si256();
-      for (int64_t e = cq_.tile_start[t]; e < cq_.tile_start[t + 1]; ++e) {
-        const uint32_t* c = cq_.cols.data() + 4 * e;
+  // Weights of dot j of an entry for R rows: the 8 / R channels 8j / R ..
+  // broadcast to the R rows, lane l holding channel 8j / R + l % (8 / R).
+  template <int R>
+  static __m256i column_weights(const int8_t* w, int j) {
+    if constexpr (R == 8) {
+      int32_t v;
+      std::memcpy(&v, w + 4 * j, 4);
+      return _mm256_set1_epi32(v);
+    } else if constexpr (R == 4) {
+      int64_t v;
+      std::memcpy(&v, w + 8 * j, 8);
+      return _mm256_set1_epi64x(v);
+    } else if constexpr (R == 2) {
+      return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * j)));
+    } else {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+    }
+  }
+
+  // In place: a[j] (lane l: activation row l / (8 / R), channel 8j / R +
+  // l % (8 / R)) to a[i] = activation row i, lane = channel.
+  template <int R>
+  static void column_rows_transpose(__m256i (&a)[R]) {
+    if constexpr (R == 8) {
+      transpose_8x8_epi32(a);
+    } else if constexpr (R == 4) {  // 4 x 4 of 64-bit (two-channel) elements
+      const __m256i t0 = _mm256_unpacklo_epi64(a[0], a[1]), t1 = _mm256_unpackhi_epi64(a[0], a[1]);
+      const __m256i t2 = _mm256_unpacklo_epi64(a[2], a[3]), t3 = _mm256_unpackhi_epi64(a[2], a[3]);
+      a[0] = _mm256_permute2x128_si256(t0, t2, 0x20);
+      a[1] = _mm256_permute2x128_si256(t1, t3, 0x20);
+      a[2] = _mm256_permute2x128_si256(t0, t2, 0x31);
+      a[3] = _mm256_permute2x128_si256(t1, t3, 0x31);
+    } else if constexpr (R == 2) {  // 2 x 2 of 128-bit (four-channel) elements
+      const __m256i lo = _mm256_permute2x128_si256(a[0], a[1], 0x20);
+      a[1] = _mm256_permute2x128_si256(a[0], a[1], 0x31);
+      a[0] = lo;
+    }
+  }
+
+  // Accumulator sets of column_quads_rows (see quads_sets): 4 where a pass
+  // has fewer multiplies per entry than that (single rows, and two rows with
+  // vpdpbusd), else one per multiply of an entry.
+  template <int R>
+  static constexpr int column_sets() {
+    return R <= (Dot::kExact ? 2 : 1) ? 4 : 1;
+  }
+
+  // Rows [m0, m0 + rows), rows <= R, from the column buffer: per entry, the
+  // activation bytes of its 4 columns are interleaved once into one int32
+  // per activation row, arranged so that R dots, each with the weights of
+  // 8 / R channels, form the R rows' products with the 8 channels (lane l of
+  // dot j: row l / (8 / R), channel 8j / R + l % (8 / R)). Entries are dealt
+  // round-robin into U accumulator sets, the last e1 - e0 mod U into the
+  // first. Unless kRaw, by sign transfer: |x'| times sign(x') * w.
+  template <int R, bool kRaw, class Epilogue>
+  TSB_KERNEL_NOINLINE void column_quads_rows(const Epilogue& epi, const uint8_t* src, int64_t m0, int rows,
+                                             int32_t x_zp, int64_t t_begin, int64_t t_end) const {
+    constexpr int U = column_sets<R>();
+    auto column = [&](uint32_t k) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 8 * int64_t{k})); };
+    auto entry = [&](__m256i (&acc)[R], int64_t e) {
+      const uint32_t* c = cq_.cols.data() + 4 * e;
+      __m256i p;
+      if constexpr (R == 1) {
+        // One row: its 4 bytes gathered by scalar loads (x' = x XOR 0x80
+        // unless kRaw), which leaves the vector loads to the weights.
+        const uint32_t word = uint32_t{src[c[0]]} | uint32_t{src[c[1]]} << 8 | uint32_t{src[c[2]]} << 16 |
+                              uint32_t{src[c[3]]} << 24;
+        p = _mm256_set1_epi32(static_cast<int32_t>(kRaw ? word : word ^ 0x80808080u));
+      } else {
         const __m128i x01 = _mm_unpacklo_epi8(column(c[0]), column(c[1]));
         const __m128i x23 = _mm_unpacklo_epi8(column(c[2]), column(c[3]));
-        const __m256i p = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(x01, x23)),
-                                                  _mm_unpackhi_epi16(x01, x23), 1);
-        const __m256i u = kRaw ? p : _mm256_abs_epi8(p);
-        const int8_t* w = cq_.weights.data() + 32 * e;
-        for (int i = 0; i < 8; ++i) {
-          int32_t w4;
-          std::memcpy(&w4, w + 4 * i, 4);
-          const __m256i wi = _mm256_set1_epi32(w4);
-          acc[i] = Dot::dot(acc[i], u, kRaw ? wi : _mm256_sign_epi8(wi, p));
+        const __m128i lo = _mm_unpacklo_epi16(x01, x23);  // rows 0..3
+        if constexpr (R == 8) {
+          p = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), _mm_unpackhi_epi16(x01, x23), 1);
+        } else if constexpr (R == 4) {
+          p = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(lo), _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+        } else {
+          p = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(lo), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
         }
       }
-      transpose_8x8_epi32(acc);  // acc[m] lane i: activation row m, output row i
+      const __m256i u = kRaw ? p : _mm256_abs_epi8(p);
+      const int8_t* w = cq_.weights.data() + 32 * e;
+      for (int j = 0; j < R; ++j) {
+        const __m256i wj = column_weights<R>(w, j);
+        acc[j] = Dot::dot(acc[j], u, kRaw ? wj : _mm256_sign_epi8(wj, p));
+      }
+    };
+    for (int64_t t = t_begin; t < t_end; ++t) {
+      __m256i acc[U][R];
+      for (auto& set : acc) {
+        for (auto& a : set) a = _mm256_setzero_si256();
+      }
+      const int64_t e1 = cq_.tile_start[t + 1];
+      int64_t e = cq_.tile_start[t];
+      for (; e + U <= e1; e += U) {
+        for (int u = 0; u < U; ++u) entry(acc[u], e + u);
+      }
+      for (; e < e1; ++e) entry(acc[0], e);
+      for (int u = 1; u < U; ++u) {
+        for (int j = 0; j < R; ++j) acc[0][j] = _mm256_add_epi32(acc[0][j], acc[u][j]);
+      }
+      column_rows_transpose<R>(acc[0]);
       const __m256i term = kRaw ? zero_point_term(t, x_zp) : signed_term(t, x_zp);
       for (int i = 0; i < rows; ++i) {
-        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[i], term));
+        epi.store(m0 + i, t * kTileRows, valid_rows(t), _mm256_sub_epi32(acc[0][i], term));
       }
     }
   }
 
+  Pass first_pass_[kPlannedRows + 1];  // see plan_passes
   QuadRows q_;                        // quads layout
   ColumnQuads cq_;                    // column quads layout
   std::vector<int32_t> sign_offset_;  // quads with sign transfer: padded as row_sum_

@@ -91,11 +91,6 @@ inline void prefetch_ahead(const void* p, int64_t bytes) {
                _MM_HINT_T0);
 }
 
-// Storage unit of the row scratch (aligned for 512-bit loads).
-struct alignas(64) Vec64 {
-  uint8_t b[64];
-};
-
 // acc + the 4-byte dot products of unsigned u8 and signed s8, per 32-bit lane
 // (_mm512_dpbusd_epi32). Written as asm with the accumulator tied to the
 // output: with the intrinsic, GCC 12 copies loop-carried accumulators through

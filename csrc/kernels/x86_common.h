@@ -34,9 +34,14 @@ namespace {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Storage unit of the activation buffers (aligned for vector loads).
+// Storage units of the activation buffers (aligned for vector loads; Vec64
+// to cache lines, for buffers whose records span two 32-byte vectors).
 struct alignas(32) Vec32 {
   uint8_t b[32];
+};
+
+struct alignas(64) Vec64 {
+  uint8_t b[64];
 };
 
 // All-ones in lanes i < n.
@@ -64,29 +69,12 @@ inline void transpose_8x8_epi32(__m256i r[8]) {
   r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
-// Lane r of the result is the sum of the 8 lanes of a[r].
-inline __m256i sum_lanes_8x8(const __m256i a[8]) {
-  const __m256i s01 = _mm256_hadd_epi32(a[0], a[1]), s23 = _mm256_hadd_epi32(a[2], a[3]);
-  const __m256i s45 = _mm256_hadd_epi32(a[4], a[5]), s67 = _mm256_hadd_epi32(a[6], a[7]);
-  const __m256i s0123 = _mm256_hadd_epi32(s01, s23), s4567 = _mm256_hadd_epi32(s45, s67);
-  return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                          _mm256_permute2x128_si256(s0123, s4567, 0x31));
-}
-
 // Per-thread scratch, grown on demand and kept for the thread's next calls.
 template <class T>
 T* thread_scratch(size_t n) {
   thread_local std::vector<T> buf;
   if (buf.size() < n) buf.resize(n);
   return buf.data();
-}
-
-// 16 activations of one row, widened to int16; columns at or past `len` read as 0.
-inline __m256i load_row16_epu8(const uint8_t* src, int64_t len) {
-  if (len >= 16) return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-  alignas(16) uint8_t t[16] = {};
-  std::memcpy(t, src, static_cast<size_t>(len));
-  return _mm256_cvtepu8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(t)));
 }
 
 // Requantizing epilogue for 8 output channels n0.. of one output row.

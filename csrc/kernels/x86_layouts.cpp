@@ -48,6 +48,8 @@ QuadRows::QuadRows(const BcsrMatrix& m, int64_t tiles) {
       tile_start[n / kTileRows + 1] = static_cast<int32_t>(quad_idx.size());
     }
   }
+  quad_idx.resize(quad_idx.size() + kPadPieces, 0);
+  weights.resize(weights.size() + 4 * kPadPieces, 0);
 }
 
 size_t QuadRows::bytes() const {

@@ -23,8 +23,13 @@ constexpr int64_t kTileRows = 8;
 
 // Row quads: each output channel's pieces in quad order, channel after
 // channel, in tiles of kTileRows channels. tile_start[t] is the first piece of
-// tile t and row_count[n] the number of pieces of channel n.
+// tile t and row_count[n] the number of pieces of channel n. After the last
+// piece, kPadPieces pieces of padding (quad 0, weights 0), so that a loop
+// that reads whole steps of pieces past a channel's last stays inside the
+// arrays.
 struct QuadRows {
+  static constexpr int64_t kPadPieces = 16;
+
   std::vector<int32_t> tile_start;
   std::vector<uint16_t> row_count;
   std::vector<uint16_t> quad_idx;

@@ -471,6 +471,18 @@ int main(int argc, char** argv) {
       }
     }
   }
+  // Every batch size from 1 to 40 rows, which the avx2 and avxvnni plans split
+  // into passes of 1, 2, 4, 8, 16 or 32 rows differently, on both of their
+  // layouts (row quads, column quads), for every kind of input, whole and in
+  // uneven row and tile ranges (as threads split it); channels with 0 to 30
+  // pieces or entries, so that every masked round of steps is taken.
+  for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {2, 2}, {8, 1}, {16, 2}}) {
+    for (int64_t M = 1; M <= 40; ++M) {
+      Case c{M, 44, rb >= 8 ? 260 : 130, rb, cb, M % 4 == 0 ? 0.9 : 0.5, static_cast<int>(M % 5), M % 2 == 0, M % 3 == 0};
+      c.tight = M % 7 == 0;
+      run_case(g, c, variants);
+    }
+  }
   // Batches of 32 rows whose buffer is walked in panels, over several groups of tiles.
   for (auto [rb, cb] : {std::pair<int64_t, int64_t>{1, 4}, {2, 2}, {1, 1}}) {
     for (int mode = 0; mode < 3; ++mode) {
