@@ -14,10 +14,10 @@
 //    columns), so a two-table permute (vpermt2d) of the window's 128
 //    activation bytes gives the step's 16 activation words in one
 //    instruction. Up to 8 activation rows share each step's weight and index
-//    loads, with the window's tables of each row held in registers; a single
-//    row streams the steps and loads each step's table instead. Batches of
-//    16 rows or more with blocks 4, 8 or 16 columns wide run on the canonical
-//    matrix (bcsr_batch).
+//    loads; 1-4 rows load each step's tables from the rows, 5-8 keep a
+//    window's tables in registers while its steps run. Batches of 16 rows or
+//    more with blocks 4, 8 or 16 columns wide run on the canonical matrix
+//    (bcsr_batch).
 //  * Column quads (rb in {8, 16}, cb in {1, 2}): tiles of 8 output channels;
 //    four input columns c0..c3 and 32 int8 weights per entry, channel i's
 //    w[i][c0..c3] in bytes 4i..4i+3, one vpdpbusd lane per channel. One or
